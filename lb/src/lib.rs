@@ -1,0 +1,33 @@
+//! shoal-lb: balancing policies, health, and an L4 proxy.
+//!
+//! The crate is useful alone: give it a set of backends and it balances TCP
+//! connections across them (the `shoal-lb` binary), or hand a [`pool::Pool`]
+//! to another proxy. It knows nothing of clusters, DNS or overlays.
+//!
+//! # Layout
+//! - [`backend`]: a backend as configured (`ADDR[@WEIGHT][,backup]`).
+//! - [`endpoint`]: a backend's live state (load, health, ejection, slow
+//!   start, latency estimate), which survives backend-set updates.
+//! - [`policy`]: the [`policy::Policy`] trait and one file per algorithm.
+//! - [`health`]: active checks, passive ejection and their settings.
+//! - [`pool`]: backends + policy + health rules = the candidates a pick sees.
+//! - [`hash`]: the stable hash behind the hash policies.
+//! - [`proxy`]: the TCP proxy: accept, pick, connect with retry, splice.
+//! - [`config`]: the `shoal-lb` configuration, from flags or a TOML file.
+//! - [`admin`]: the admin listener (`/metrics`, `/backends`).
+//! - [`runtime`]: listeners started from a config, reload and drain.
+
+
+pub mod backend;
+
+pub mod endpoint;
+pub mod hash;
+pub mod health;
+pub mod policy;
+pub mod pool;
+
+
+
+pub use backend::Backend;
+pub use pool::{Pool, PoolConfig};
+pub use policy::{Policy, PolicyKind};
