@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn rejects_bad_specs_naming_the_input() {
         let e = "localhost:80".parse::<Backend>().unwrap_err();
-        assert_eq!(e.to_string(), "backend `localhost:80`: address is not IP:PORT");
+        assert_eq!(
+            e.to_string(),
+            "backend `localhost:80`: address is not IP:PORT"
+        );
         assert!(matches!(
             "1.2.3.4:5@x".parse::<Backend>(),
             Err(BackendParseError::Weight(_))

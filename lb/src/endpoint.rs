@@ -290,15 +290,31 @@ mod tests {
         e.observe(Duration::from_millis(5), t0, decay);
         assert_eq!(e.estimate_ns(), 5e6);
         // A slower sample replaces the estimate at once.
-        e.observe(Duration::from_millis(50), t0 + Duration::from_secs(1), decay);
+        e.observe(
+            Duration::from_millis(50),
+            t0 + Duration::from_secs(1),
+            decay,
+        );
         assert_eq!(e.estimate_ns(), 50e6);
         // A faster sample after one decay period moves it 1 - 1/e of the way.
-        e.observe(Duration::from_millis(10), t0 + Duration::from_secs(11), decay);
+        e.observe(
+            Duration::from_millis(10),
+            t0 + Duration::from_secs(11),
+            decay,
+        );
         let expected = 50e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp());
-        assert!((e.estimate_ns() - expected).abs() < 1.0, "{}", e.estimate_ns());
+        assert!(
+            (e.estimate_ns() - expected).abs() < 1.0,
+            "{}",
+            e.estimate_ns()
+        );
         // A faster sample right away barely moves it.
         let before = e.estimate_ns();
-        e.observe(Duration::from_millis(1), t0 + Duration::from_secs(11), decay);
+        e.observe(
+            Duration::from_millis(1),
+            t0 + Duration::from_secs(11),
+            decay,
+        );
         assert_eq!(e.estimate_ns(), before);
     }
 
@@ -310,9 +326,15 @@ mod tests {
         assert_eq!(e.effective_weight_milli(t0, w, 10), 4000);
         e.start_slow_start(t0);
         assert_eq!(e.effective_weight_milli(t0, w, 10), 400);
-        assert_eq!(e.effective_weight_milli(t0 + Duration::from_secs(5), w, 10), 2000);
+        assert_eq!(
+            e.effective_weight_milli(t0 + Duration::from_secs(5), w, 10),
+            2000
+        );
         assert!(e.in_slow_start(t0 + Duration::from_secs(9), w));
-        assert_eq!(e.effective_weight_milli(t0 + Duration::from_secs(10), w, 10), 4000);
+        assert_eq!(
+            e.effective_weight_milli(t0 + Duration::from_secs(10), w, 10),
+            4000
+        );
         assert!(!e.in_slow_start(t0 + Duration::from_secs(11), w));
         // Without a window, slow start never applies.
         e.start_slow_start(t0);

@@ -13,21 +13,26 @@
 //! - [`pool`]: backends + policy + health rules = the candidates a pick sees.
 //! - [`hash`]: the stable hash behind the hash policies.
 //! - [`proxy`]: the TCP proxy: accept, pick, connect with retry, splice.
-//! - [`config`]: the `shoal-lb` configuration, from flags or a TOML file.
-//! - [`admin`]: the admin listener (`/metrics`, `/backends`).
+//! - [`config`]: the `shoal-lb` configuration, from a TOML file; [`cli`]
+//!   builds the same from flags.
+//! - [`admin`]: the admin listener (`/metrics`, `/backends`); [`metrics`]
+//!   renders the Prometheus text.
 //! - [`runtime`]: listeners started from a config, reload and drain.
 
-
+pub mod admin;
 pub mod backend;
+pub mod cli;
+pub mod config;
 
 pub mod endpoint;
 pub mod hash;
 pub mod health;
+pub mod metrics;
 pub mod policy;
 pub mod pool;
-
-
+pub mod proxy;
+pub mod runtime;
 
 pub use backend::Backend;
-pub use pool::{Pool, PoolConfig};
 pub use policy::{Policy, PolicyKind};
+pub use pool::{Pool, PoolConfig};

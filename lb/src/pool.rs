@@ -202,8 +202,8 @@ impl Pool {
                 .store(Arc::new(config.policy.build(config.options)));
         }
         let health_changed = first || current.health != config.health;
-        let endpoints_changed = old.len() != endpoints.len()
-            || endpoints.iter().any(|e| !old.contains_key(&e.addr()));
+        let endpoints_changed =
+            old.len() != endpoints.len() || endpoints.iter().any(|e| !old.contains_key(&e.addr()));
         *current = config;
         drop(current);
         self.endpoints.store(Arc::new(endpoints));
@@ -268,7 +268,10 @@ impl Pool {
                 .filter(move |e| e.is_backup() == backup && e.weight() > 0)
         };
         let live_primaries = live(false).count();
-        let up_primaries: Vec<_> = live(false).filter(|e| e.is_available(now)).cloned().collect();
+        let up_primaries: Vec<_> = live(false)
+            .filter(|e| e.is_available(now))
+            .cloned()
+            .collect();
         let panicking = panic_threshold > 0
             && live_primaries > 0
             && up_primaries.len() * 100 < panic_threshold * live_primaries
@@ -278,7 +281,10 @@ impl Pool {
         } else if !up_primaries.is_empty() {
             up_primaries
         } else {
-            live(true).filter(|e| e.is_available(now)).cloned().collect()
+            live(true)
+                .filter(|e| e.is_available(now))
+                .cloned()
+                .collect()
         };
         self.panicking.store(panicking, Relaxed);
         self.policy.load().update(&cands);
@@ -324,7 +330,8 @@ impl Pool {
         let settings = lock(&self.config).outlier.clone();
         let endpoints = self.endpoints.load();
         let ejected = endpoints.iter().filter(|e| e.is_ejected(now)).count();
-        let until = outlier::on_failure(&mut ep.outlier(), &settings, now, ejected, endpoints.len());
+        let until =
+            outlier::on_failure(&mut ep.outlier(), &settings, now, ejected, endpoints.len());
         if let Some(until) = until {
             tracing::warn!(backend = %ep.addr(), until = ?until.saturating_duration_since(now), "backend ejected after consecutive connect failures");
             self.refresh();

@@ -42,8 +42,7 @@ impl FromStr for Check {
             "tcp" => Ok(Check::Tcp),
             _ => match s.strip_prefix("http:") {
                 Some(path)
-                    if path.starts_with('/')
-                        && path.bytes().all(|b| b.is_ascii_graphic()) =>
+                    if path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) =>
                 {
                     Ok(Check::Http {
                         path: path.to_string(),

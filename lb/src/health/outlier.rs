@@ -28,14 +28,13 @@ pub(crate) fn on_failure(
     if s.consecutive_failures == 0 || o.consecutive_failures < s.consecutive_failures {
         return None;
     }
-    let share_ok = ejected_now == 0
-        || (ejected_now + 1) * 100 <= s.max_ejected_percent as usize * total;
+    let share_ok =
+        ejected_now == 0 || (ejected_now + 1) * 100 <= s.max_ejected_percent as usize * total;
     if !share_ok {
         return None;
     }
     // A backend that stayed in for `max_ejection` starts from the base again.
-    if o
-        .ejected_until
+    if o.ejected_until
         .is_some_and(|t| now.saturating_duration_since(t) >= s.max_ejection)
     {
         o.times_ejected = 0;
@@ -78,16 +77,25 @@ mod tests {
         let mut o = Outlier::default();
         let t0 = Instant::now();
         assert_eq!(on_failure(&mut o, &s, t0, 0, 4), None);
-        assert_eq!(on_failure(&mut o, &s, t0, 0, 4), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(
+            on_failure(&mut o, &s, t0, 0, 4),
+            Some(t0 + Duration::from_secs(10))
+        );
         // Failures while ejected do not extend it.
         assert_eq!(on_failure(&mut o, &s, t0, 1, 4), None);
         let t1 = t0 + Duration::from_secs(11);
         on_failure(&mut o, &s, t1, 0, 4);
-        assert_eq!(on_failure(&mut o, &s, t1, 0, 4), Some(t1 + Duration::from_secs(20)));
+        assert_eq!(
+            on_failure(&mut o, &s, t1, 0, 4),
+            Some(t1 + Duration::from_secs(20))
+        );
         let t2 = t1 + Duration::from_secs(21);
         on_failure(&mut o, &s, t2, 0, 4);
         // 30 s capped at 25 s.
-        assert_eq!(on_failure(&mut o, &s, t2, 0, 4), Some(t2 + Duration::from_secs(25)));
+        assert_eq!(
+            on_failure(&mut o, &s, t2, 0, 4),
+            Some(t2 + Duration::from_secs(25))
+        );
     }
 
     #[test]

@@ -38,7 +38,11 @@ fn build(cands: &[Arc<Endpoint>], size: usize) -> Vec<u32> {
         return Vec::new();
     }
     let m = size as u64;
-    let max_w = cands.iter().map(|e| u64::from(e.weight().max(1))).max().unwrap_or(1);
+    let max_w = cands
+        .iter()
+        .map(|e| u64::from(e.weight().max(1)))
+        .max()
+        .unwrap_or(1);
     struct Entry {
         offset: u64,
         skip: u64,

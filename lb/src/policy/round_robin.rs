@@ -67,12 +67,7 @@ mod tests {
             assert_eq!(idx(&p.pick(&pick).unwrap()), 2);
         }
         let all = [eps[0].addr(), eps[1].addr(), eps[2].addr()];
-        assert!(p
-            .pick(&Pick {
-                skip: &all,
-                ..pick
-            })
-            .is_none());
+        assert!(p.pick(&Pick { skip: &all, ..pick }).is_none());
         p.update(&[]);
         assert!(p.pick(&Pick::new(0, Instant::now())).is_none());
     }

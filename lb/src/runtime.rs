@@ -1,0 +1,172 @@
+//! A running `shoal-lb`: the listeners started from a [`Config`], reloads
+//! that apply a new one, and the drain on shutdown.
+//!
+//! A reload is all or nothing: the new config is validated and every new
+//! listening socket bound before anything running changes. Listeners are
+//! matched by name: a kept listener gets the new backends, policy and
+//! settings for new connections (open ones are untouched), a new one starts,
+//! a removed one stops accepting while its open connections finish.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ListenerConfig};
+use crate::endpoint::lock;
+use crate::pool::Pool;
+use crate::proxy::Listener;
+
+/// Why a config could not be started or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A listening socket could not be bound.
+    #[error("listener `{name}`: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address it wanted.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config is invalid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// The running listeners.
+#[derive(Debug)]
+pub struct Runtime {
+    listeners: Mutex<Vec<Arc<Listener>>>,
+    config: Mutex<Config>,
+    tracker: TaskTracker,
+}
+
+/// Binds a listening socket with a deep accept queue.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(4096)
+}
+
+fn bind_listener(l: &ListenerConfig) -> Result<TcpListener, RuntimeError> {
+    bind(l.listen).map_err(|source| RuntimeError::Bind {
+        name: l.name.clone(),
+        addr: l.listen,
+        source,
+    })
+}
+
+impl Runtime {
+    /// Validates `config`, binds every listener and starts serving.
+    pub fn start(config: Config) -> Result<Arc<Runtime>, RuntimeError> {
+        config.validate()?;
+        let rt = Arc::new(Runtime {
+            listeners: Mutex::new(Vec::new()),
+            config: Mutex::new(config.clone()),
+            tracker: TaskTracker::new(),
+        });
+        let bound = config
+            .listeners
+            .iter()
+            .map(|l| bind_listener(l).map(|tcp| (l, tcp)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut running = Vec::new();
+        for (l, tcp) in bound {
+            running.push(rt.launch(l, tcp)?);
+        }
+        *lock(&rt.listeners) = running;
+        Ok(rt)
+    }
+
+    fn launch(&self, l: &ListenerConfig, tcp: TcpListener) -> Result<Arc<Listener>, RuntimeError> {
+        let pool = Pool::new(l.pool.clone())
+            .map_err(|e| crate::config::ConfigError(format!("listener `{}`: {e}", l.name)))?;
+        let addr = tcp.local_addr().unwrap_or(l.listen);
+        let listener = Listener::new(l.name.clone(), addr, pool, l.proxy.clone());
+        tokio::spawn(Arc::clone(&listener).serve(tcp, self.tracker.clone()));
+        tracing::info!(listener = %l.name, %addr, policy = %l.pool.policy, backends = l.pool.backends.len(), "listening");
+        Ok(listener)
+    }
+
+    /// Applies a new config (a reload). On error nothing changed.
+    pub fn apply(&self, config: Config) -> Result<(), RuntimeError> {
+        config.validate()?;
+        let mut running = lock(&self.listeners);
+        let by_name: HashMap<&str, &Arc<Listener>> =
+            running.iter().map(|l| (l.name(), l)).collect();
+        let kept = |l: &ListenerConfig| {
+            by_name
+                .get(l.name.as_str())
+                .filter(|r| r.addr() == l.listen)
+                .copied()
+        };
+        // Bind every new socket first: a failure here changes nothing.
+        let mut fresh = Vec::new();
+        for l in config.listeners.iter().filter(|l| kept(l).is_none()) {
+            fresh.push((l, bind_listener(l)?));
+        }
+        // From here on nothing can fail: pools were validated with the config.
+        let mut next = Vec::new();
+        for l in &config.listeners {
+            if let Some(r) = kept(l) {
+                r.pool().update(l.pool.clone()).map_err(|e| {
+                    crate::config::ConfigError(format!("listener `{}`: {e}", l.name))
+                })?;
+                r.set_settings(l.proxy.clone());
+                next.push(Arc::clone(r));
+            }
+        }
+        for (l, tcp) in fresh {
+            next.push(self.launch(l, tcp)?);
+        }
+        for r in running.iter() {
+            if !next.iter().any(|n| Arc::ptr_eq(n, r)) {
+                tracing::info!(listener = %r.name(), "listener removed; open connections continue");
+                r.stop();
+            }
+        }
+        *running = next;
+        *lock(&self.config) = config;
+        Ok(())
+    }
+
+    /// The running listeners.
+    pub fn listeners(&self) -> Vec<Arc<Listener>> {
+        lock(&self.listeners).clone()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Config {
+        lock(&self.config).clone()
+    }
+
+    /// Open client connections across all listeners.
+    pub fn open_connections(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// Stops accepting everywhere and waits up to `deadline` for open
+    /// connections to finish. Returns true if they all did.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        for l in self.listeners() {
+            l.stop();
+        }
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open > 0 {
+            tracing::info!(open, ?deadline, "draining open connections");
+        }
+        tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of `shoal-lb` on loopback: the real binary, real
+//! sockets, real backends. One test binary (the hickory habit); each module
+//! is one concern.
+
+mod admin;
+mod cli;
+mod distribution;
+mod health;
+mod lifecycle;
+mod support;
