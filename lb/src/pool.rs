@@ -392,3 +392,6 @@ impl Drop for Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

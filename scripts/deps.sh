@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shoal's build and tests need, and only those
+# that are missing, so running it again is cheap. Extra package names may be
+# passed as arguments (the benchmarks pass theirs).
+set -euo pipefail
+
+need=(
+  cmake              # pingora's build (HTTP mode)
+  protobuf-compiler  # etcd-client's build (netd)
+  pkg-config
+  iproute2           # network namespaces for the overlay and cluster tests
+  procps             # kill/pgrep used by test guards
+  "$@"
+)
+
+missing=()
+for p in "${need[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: these Debian packages are missing and installing them needs root: ${missing[*]}" >&2
+  exit 1
+fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2
+apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
