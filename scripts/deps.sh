@@ -10,6 +10,7 @@ need=(
   pkg-config
   iproute2           # network namespaces for the overlay and cluster tests
   procps             # kill/pgrep used by test guards
+  haproxy            # the PROXY protocol peer in the lb tests
   "$@"
 )
 

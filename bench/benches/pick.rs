@@ -5,12 +5,15 @@
 //! the picked connection is opened and closed so load-aware policies see
 //! real counters move.
 
+// criterion_group! and criterion_main! generate undocumented items.
+#![allow(missing_docs)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use shoal_lb::hash::mix;
-use shoal_lb::{Backend, Pool, PoolConfig, PolicyKind};
+use shoal_lb::{Backend, PolicyKind, Pool, PoolConfig};
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)

@@ -57,7 +57,10 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 fn free_port() -> Result<SocketAddr> {
@@ -107,15 +110,30 @@ async fn main() -> Result<()> {
     let admin = free_port()?;
     let bin = lb_binary();
     let args = [
-        "--listen".to_string(), listen.to_string(),
-        "--backend".into(), format!("{a}@3"),
-        "--backend".into(), format!("{b}@1"),
-        "--backend".into(), format!("{c}@1"),
-        "--policy".into(), "weighted".into(),
-        "--health".into(), "tcp".into(), "--health-interval".into(), "200ms".into(),
-        "--rise".into(), "1".into(), "--fall".into(), "2".into(),
-        "--admin".into(), admin.to_string(), "--threads".into(), "1".into(),
-        "--log".into(), "warn".into(),
+        "--listen".to_string(),
+        listen.to_string(),
+        "--backend".into(),
+        format!("{a}@3"),
+        "--backend".into(),
+        format!("{b}@1"),
+        "--backend".into(),
+        format!("{c}@1"),
+        "--policy".into(),
+        "weighted".into(),
+        "--health".into(),
+        "tcp".into(),
+        "--health-interval".into(),
+        "200ms".into(),
+        "--rise".into(),
+        "1".into(),
+        "--fall".into(),
+        "2".into(),
+        "--admin".into(),
+        admin.to_string(),
+        "--threads".into(),
+        "1".into(),
+        "--log".into(),
+        "warn".into(),
     ];
     println!("$ {} {}\n", bin.display(), args.join(" "));
     let _lb = Proc(
@@ -137,7 +155,12 @@ async fn main() -> Result<()> {
         bail!("shoal-lb did not come up on {admin}");
     }
     println!("backends: web-a {a} (weight 3), web-b {b} (weight 1), web-c {c} (weight 1)\n");
-    round(listen, 15, "15 connections, smooth weighted round-robin (3:1:1):").await?;
+    round(
+        listen,
+        15,
+        "15 connections, smooth weighted round-robin (3:1:1):",
+    )
+    .await?;
     tb.abort();
     println!("web-b killed. Health checks (tcp, every 200ms, fall 2) take it out;");
     println!("meanwhile a failed connect is retried on another backend.\n");
@@ -147,7 +170,10 @@ async fn main() -> Result<()> {
     println!("GET /backends:\n{}\n", http_get(admin, "/backends").await?);
     let metrics = http_get(admin, "/metrics").await?;
     println!("GET /metrics (per-backend connections):");
-    for line in metrics.lines().filter(|l| l.starts_with("shoal_lb_backend_connections_total")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("shoal_lb_backend_connections_total"))
+    {
         println!("  {line}");
     }
     Ok(())

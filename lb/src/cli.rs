@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::backend::Backend;
-use crate::config::{Config, ConfigError, ListenerConfig, DEFAULT_DRAIN_TIMEOUT};
+use crate::config::{Config, ConfigError, ListenerConfig, Mode, DEFAULT_DRAIN_TIMEOUT};
 use crate::health::{Check, HealthSettings, OutlierSettings};
+use crate::http::{HashKey, HttpSettings};
 use crate::policy::{PolicyKind, PolicyOptions};
 use crate::pool::PoolConfig;
 use crate::proxy::ProxySettings;
@@ -93,6 +94,30 @@ pub struct Cli {
     /// TCP keepalive idle time on both sides (0s = off).
     #[arg(long, value_parser = duration, default_value = "60s")]
     pub keepalive: Duration,
+    /// What to proxy: tcp (per connection) or http (per request).
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub mode: Mode,
+    /// HTTP mode: key of maglev/ring-hash: client-ip, header:NAME or cookie:NAME.
+    #[arg(long, default_value = "client-ip")]
+    pub hash_key: HashKey,
+    /// HTTP mode: retries of an idempotent request on another backend.
+    #[arg(long, default_value_t = 2)]
+    pub retries: u32,
+    /// HTTP mode: longest wait for a read from a backend (0s = none).
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub read_timeout: Duration,
+    /// HTTP mode: longest a request may take, retries included (0s = none).
+    #[arg(long, value_parser = duration, default_value = "0s")]
+    pub total_timeout: Duration,
+    /// HTTP mode: speak HTTP/2 (prior knowledge) to backends.
+    #[arg(long)]
+    pub upstream_h2: bool,
+    /// Expect a PROXY v1/v2 header on every client connection.
+    #[arg(long)]
+    pub accept_proxy: bool,
+    /// Send the client's address to backends as a PROXY v2 header.
+    #[arg(long)]
+    pub send_proxy_v2: bool,
     /// Admin listener for /metrics and /backends.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
@@ -172,6 +197,17 @@ impl Cli {
                     connect_attempts: self.connect_attempts,
                     idle_timeout: self.idle_timeout,
                     keepalive: self.keepalive,
+                    accept_proxy: self.accept_proxy,
+                    send_proxy_v2: self.send_proxy_v2,
+                },
+                mode: self.mode,
+                http: HttpSettings {
+                    hash_key: self.hash_key.clone(),
+                    read_timeout: self.read_timeout,
+                    total_timeout: self.total_timeout,
+                    retries: self.retries,
+                    upstream_h2: self.upstream_h2,
+                    ..HttpSettings::default()
                 },
             }],
         })

@@ -18,6 +18,21 @@
 //! idle_timeout = "0s"          # 0s = never
 //! keepalive = "60s"            # TCP keepalive idle time, both sides; 0s = off
 //! panic_threshold = 0          # % healthy primaries below which all take traffic
+//! mode = "tcp"                 # tcp | http
+//! accept_proxy = false         # expect a PROXY v1/v2 header from a front balancer
+//! send_proxy_v2 = false        # send the client's address to backends as PROXY v2
+//!
+//! [listener.http]              # HTTP mode only
+//! hash_key = "client-ip"       # client-ip | header:NAME | cookie:NAME (maglev, ring-hash)
+//! read_timeout = "30s"         # longest wait for a read from a backend, first byte too
+//! total_timeout = "0s"         # longest a request may take, retries included; 0s = none
+//! retries = 2                  # retries of an idempotent request on another backend
+//! retry_budget_percent = 20    # retries allowed as a share of requests ...
+//! retry_budget_min_per_sec = 10  # ... but at least this many per second
+//! upstream_h2 = false          # HTTP/2 (prior knowledge) to backends
+//! h2c = true                   # accept HTTP/2 prior knowledge from clients
+//! forwarded_headers = true     # X-Forwarded-For, Forwarded, X-Forwarded-Proto
+//! pool_size = 128              # idle upstream connections kept for reuse
 //!
 //! [listener.health]            # active checks
 //! check = "tcp"                # none | tcp | http:/PATH
@@ -50,6 +65,7 @@ use serde::Deserialize;
 
 use crate::backend::Backend;
 use crate::health::{HealthSettings, OutlierSettings};
+use crate::http::{HashKey, HttpSettings};
 use crate::policy::humantime_serde_compat as hts;
 use crate::policy::{PolicyKind, PolicyOptions};
 use crate::pool::PoolConfig;
@@ -78,8 +94,25 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     /// Backends, policy and health.
     pub pool: PoolConfig,
-    /// Connect and idle behaviour.
+    /// Connect and idle behaviour, PROXY protocol.
     pub proxy: ProxySettings,
+    /// TCP or HTTP.
+    pub mode: Mode,
+    /// HTTP-mode settings (ignored in TCP mode).
+    pub http: HttpSettings,
+}
+
+/// What a listener proxies.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Bytes, balanced per connection.
+    #[default]
+    Tcp,
+    /// HTTP/1.1 and HTTP/2, balanced per request.
+    Http,
 }
 
 /// A configuration that cannot be used. The message names the field.
@@ -118,6 +151,14 @@ struct FileListener {
     keepalive: Option<Duration>,
     #[serde(default)]
     panic_threshold: u32,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    accept_proxy: bool,
+    #[serde(default)]
+    send_proxy_v2: bool,
+    #[serde(default)]
+    http: HttpSettings,
     #[serde(default)]
     health: HealthSettings,
     #[serde(default)]
@@ -182,7 +223,11 @@ impl Config {
                     connect_attempts: l.connect_attempts.unwrap_or(defaults.connect_attempts),
                     idle_timeout: l.idle_timeout.unwrap_or(defaults.idle_timeout),
                     keepalive: l.keepalive.unwrap_or(defaults.keepalive),
+                    accept_proxy: l.accept_proxy,
+                    send_proxy_v2: l.send_proxy_v2,
                 },
+                mode: l.mode,
+                http: l.http,
             })
             .collect();
         let config = Config {
@@ -234,6 +279,12 @@ impl Config {
             if l.proxy.connect_attempts == 0 {
                 return Err(ConfigError(format!(
                     "{at}: connect_attempts: must be 1 or more"
+                )));
+            }
+            if l.mode == Mode::Tcp && l.http.hash_key != HashKey::ClientIp {
+                return Err(ConfigError(format!(
+                    "{at}: http.hash_key: `{}` needs mode = \"http\" (TCP mode hashes the client address)",
+                    l.http.hash_key
                 )));
             }
             l.pool

@@ -38,6 +38,8 @@ pub struct Endpoint {
     /// When the current slow-start ramp began, if one is running.
     slow_start_since: Mutex<Option<Instant>>,
     ewma: Mutex<PeakEwma>,
+    /// HTTP responses and latency (HTTP mode).
+    pub http: crate::http::stats::BackendHttpStats,
 }
 
 /// Passive-health bookkeeping of one endpoint.
@@ -69,6 +71,7 @@ impl Endpoint {
             outlier: Mutex::new(Outlier::default()),
             slow_start_since: Mutex::new(None),
             ewma: Mutex::new(PeakEwma::new(DEFAULT_RTT)),
+            http: Default::default(),
         }
     }
 

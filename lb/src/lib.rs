@@ -10,9 +10,12 @@
 //!   start, latency estimate), which survives backend-set updates.
 //! - [`policy`]: the [`policy::Policy`] trait and one file per algorithm.
 //! - [`health`]: active checks, passive ejection and their settings.
+//! - [`http`]: HTTP mode on pingora: the same pools behind an HTTP proxy.
 //! - [`pool`]: backends + policy + health rules = the candidates a pick sees.
 //! - [`hash`]: the stable hash behind the hash policies.
 //! - [`proxy`]: the TCP proxy: accept, pick, connect with retry, splice.
+//! - [`proxy_protocol`]: PROXY v1/v2 headers, read from front balancers and
+//!   sent to backends.
 //! - [`config`]: the `shoal-lb` configuration, from a TOML file; [`cli`]
 //!   builds the same from flags.
 //! - [`admin`]: the admin listener (`/metrics`, `/backends`); [`metrics`]
@@ -27,10 +30,12 @@ pub mod config;
 pub mod endpoint;
 pub mod hash;
 pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod pool;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod runtime;
 
 pub use backend::Backend;

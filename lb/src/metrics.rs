@@ -11,6 +11,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use crate::http::stats::Histogram;
 use crate::pool::HealthState;
 use crate::proxy::Listener;
 
@@ -41,6 +42,21 @@ fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// Adds a histogram's `_bucket`, `_sum` and `_count` samples.
+fn histogram(f: &mut Family, labels: &str, h: &Histogram) {
+    let (buckets, count, sum) = h.snapshot();
+    for (le, n) in buckets {
+        let _ = writeln!(f.samples, "{}_bucket{{{labels},le=\"{le}\"}} {n}", f.name);
+    }
+    let _ = writeln!(
+        f.samples,
+        "{}_bucket{{{labels},le=\"+Inf\"}} {count}",
+        f.name
+    );
+    let _ = writeln!(f.samples, "{}_sum{{{labels}}} {sum}", f.name);
+    let _ = writeln!(f.samples, "{}_count{{{labels}}} {count}", f.name);
 }
 
 /// Renders all metrics.
@@ -101,6 +117,46 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
             "gauge",
             "1 for the backend's current state (up, down, ejected, draining).",
         ),
+        Family::new(
+            "shoal_lb_listener_bad_proxy_header_total",
+            "counter",
+            "Connections closed for a missing or malformed PROXY header.",
+        ),
+        Family::new(
+            "shoal_lb_http_responses_total",
+            "counter",
+            "Responses sent to clients by status class.",
+        ),
+        Family::new(
+            "shoal_lb_http_retries_total",
+            "counter",
+            "Requests retried on another backend.",
+        ),
+        Family::new(
+            "shoal_lb_http_retries_denied_total",
+            "counter",
+            "Retries refused by the retry budget or the per-request limit.",
+        ),
+        Family::new(
+            "shoal_lb_http_upstream_requests_total",
+            "counter",
+            "Upstream requests by whether the connection was reused from the pool.",
+        ),
+        Family::new(
+            "shoal_lb_backend_http_responses_total",
+            "counter",
+            "Responses from the backend by status class.",
+        ),
+        Family::new(
+            "shoal_lb_http_request_duration_seconds",
+            "histogram",
+            "Time from a request's arrival to its end, as the client saw it.",
+        ),
+        Family::new(
+            "shoal_lb_backend_http_response_seconds",
+            "histogram",
+            "Time from picking the backend to its response header.",
+        ),
     ];
     for l in listeners {
         let ll = format!("listener=\"{}\"", esc(l.name()));
@@ -110,6 +166,24 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
         fams[2].add(&ll, st.no_backend.load(Relaxed));
         let pool = l.pool();
         fams[3].add(&ll, u8::from(pool.is_panicking()));
+        fams[11].add(&ll, st.bad_proxy_header.load(Relaxed));
+        let http = l.http();
+        if let Some(h) = http {
+            for (class, n) in h.stats.responses.snapshot() {
+                fams[12].add(&format!("{ll},class=\"{class}\""), n);
+            }
+            fams[13].add(&ll, h.stats.retries.load(Relaxed));
+            fams[14].add(&ll, h.stats.retries_denied.load(Relaxed));
+            fams[15].add(
+                &format!("{ll},reused=\"true\""),
+                h.stats.upstream_reused.load(Relaxed),
+            );
+            fams[15].add(
+                &format!("{ll},reused=\"false\""),
+                h.stats.upstream_new.load(Relaxed),
+            );
+            histogram(&mut fams[17], &ll, &h.stats.latency);
+        }
         for ep in pool.endpoints().iter() {
             let bl = format!("{ll},backend=\"{}\"", ep.addr());
             let (to, from) = ep.bytes();
@@ -131,6 +205,12 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
                 fams[10].add(&format!("{bl},state=\"{name}\""), u8::from(s == now));
+            }
+            if http.is_some() {
+                for (class, n) in ep.http.responses.snapshot() {
+                    fams[16].add(&format!("{bl},class=\"{class}\""), n);
+                }
+                histogram(&mut fams[18], &bl, &ep.http.latency);
             }
         }
     }

@@ -323,9 +323,15 @@ impl Pool {
         ep.observe_rtt(rtt, Instant::now(), decay);
     }
 
-    /// Records a failed connect to `ep`; enough of them in a row eject it.
+    /// Records a failed connect to `ep`; enough failures in a row eject it.
     pub fn report_failure(self: &Arc<Self>, ep: &Endpoint) {
         ep.note_connect_failure();
+        self.report_error(ep);
+    }
+
+    /// Records a failure after connecting (a 5xx response, a reset): it
+    /// counts toward ejection like a failed connect.
+    pub fn report_error(self: &Arc<Self>, ep: &Endpoint) {
         let now = Instant::now();
         let settings = lock(&self.config).outlier.clone();
         let endpoints = self.endpoints.load();
@@ -333,7 +339,7 @@ impl Pool {
         let until =
             outlier::on_failure(&mut ep.outlier(), &settings, now, ejected, endpoints.len());
         if let Some(until) = until {
-            tracing::warn!(backend = %ep.addr(), until = ?until.saturating_duration_since(now), "backend ejected after consecutive connect failures");
+            tracing::warn!(backend = %ep.addr(), until = ?until.saturating_duration_since(now), "backend ejected after consecutive failures");
             self.refresh();
         }
     }

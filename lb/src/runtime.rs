@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, Mode};
 use crate::endpoint::lock;
 use crate::pool::Pool;
 use crate::proxy::Listener;
@@ -91,9 +91,10 @@ impl Runtime {
         let pool = Pool::new(l.pool.clone())
             .map_err(|e| crate::config::ConfigError(format!("listener `{}`: {e}", l.name)))?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
-        let listener = Listener::new(l.name.clone(), addr, pool, l.proxy.clone());
+        let http = (l.mode == Mode::Http).then(|| l.http.clone());
+        let listener = Listener::new(l.name.clone(), addr, pool, l.proxy.clone(), http);
         tokio::spawn(Arc::clone(&listener).serve(tcp, self.tracker.clone()));
-        tracing::info!(listener = %l.name, %addr, policy = %l.pool.policy, backends = l.pool.backends.len(), "listening");
+        tracing::info!(listener = %l.name, %addr, mode = ?l.mode, policy = %l.pool.policy, backends = l.pool.backends.len(), "listening");
         Ok(listener)
     }
 
@@ -106,7 +107,7 @@ impl Runtime {
         let kept = |l: &ListenerConfig| {
             by_name
                 .get(l.name.as_str())
-                .filter(|r| r.addr() == l.listen)
+                .filter(|r| r.addr() == l.listen && r.http().is_some() == (l.mode == Mode::Http))
                 .copied()
         };
         // Bind every new socket first: a failure here changes nothing.
@@ -122,6 +123,7 @@ impl Runtime {
                     crate::config::ConfigError(format!("listener `{}`: {e}", l.name))
                 })?;
                 r.set_settings(l.proxy.clone());
+                r.set_http_settings(l.http.clone());
                 next.push(Arc::clone(r));
             }
         }

@@ -1,5 +1,7 @@
-//! The TCP proxy: a listener accepts, the pool picks, a connect that fails
-//! or times out retries on another backend, and the pump moves the bytes.
+//! The proxy listener: it accepts, reads a PROXY header when told to, and
+//! either hands the connection to the HTTP side ([`crate::http`]) or proxies
+//! TCP: the pool picks, a connect that fails or times out retries on another
+//! backend, and the pump moves the bytes.
 //!
 //! One [`Listener`] per listening address. Its settings and pool can be
 //! swapped while it runs (reload): new connections see the new ones, open
@@ -19,8 +21,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::endpoint::Endpoint;
 use crate::hash::key_of_ip;
+use crate::http::serve::HttpListener;
+use crate::http::HttpSettings;
 use crate::policy::humantime_serde_compat as hts;
 use crate::pool::Pool;
+use crate::proxy_protocol;
 
 pub mod pump;
 
@@ -40,6 +45,11 @@ pub struct ProxySettings {
     /// TCP keepalive idle time on both sides (`0s` = off).
     #[serde(with = "hts")]
     pub keepalive: Duration,
+    /// Expect a PROXY v1/v2 header from a front balancer on every
+    /// connection and take the client's address from it.
+    pub accept_proxy: bool,
+    /// Send a PROXY v2 header with the client's address to backends.
+    pub send_proxy_v2: bool,
 }
 
 impl Default for ProxySettings {
@@ -49,6 +59,8 @@ impl Default for ProxySettings {
             connect_attempts: 3,
             idle_timeout: Duration::ZERO,
             keepalive: Duration::from_secs(60),
+            accept_proxy: false,
+            send_proxy_v2: false,
         }
     }
 }
@@ -62,7 +74,12 @@ pub struct ListenerStats {
     pub active: AtomicI64,
     /// Connections closed because no backend could be reached.
     pub no_backend: AtomicU64,
+    /// Connections closed for a missing or malformed PROXY header.
+    pub bad_proxy_header: AtomicU64,
 }
+
+/// How long a client may take to send its PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running listener.
 #[derive(Debug)]
@@ -73,24 +90,44 @@ pub struct Listener {
     settings: ArcSwap<ProxySettings>,
     stats: ListenerStats,
     stop: CancellationToken,
+    http: Option<Arc<HttpListener>>,
 }
 
 impl Listener {
-    /// A listener named `name` on `addr` (already bound) over `pool`.
+    /// A listener named `name` on `addr` (already bound) over `pool`, in
+    /// TCP mode, or in HTTP mode when `http` settings are given.
     pub fn new(
         name: String,
         addr: SocketAddr,
         pool: Arc<Pool>,
         settings: ProxySettings,
+        http: Option<HttpSettings>,
     ) -> Arc<Self> {
-        Arc::new(Listener {
+        let listener = Arc::new(Listener {
             name,
             addr,
             pool: ArcSwap::new(pool),
             settings: ArcSwap::from_pointee(settings),
             stats: ListenerStats::default(),
             stop: CancellationToken::new(),
-        })
+            http: http.map(|h| Arc::new(HttpListener::new(h))),
+        });
+        if let Some(h) = &listener.http {
+            h.attach(Arc::downgrade(&listener));
+        }
+        listener
+    }
+
+    /// The HTTP side, for a listener in HTTP mode.
+    pub fn http(&self) -> Option<&Arc<HttpListener>> {
+        self.http.as_ref()
+    }
+
+    /// Replaces the HTTP settings (HTTP mode) for requests from now on.
+    pub fn set_http_settings(self: &Arc<Self>, s: HttpSettings) {
+        if let Some(h) = &self.http {
+            h.set_settings(s, Arc::downgrade(self));
+        }
     }
 
     /// The listener's name.
@@ -123,9 +160,13 @@ impl Listener {
         self.settings.store(Arc::new(s));
     }
 
-    /// Stops accepting; open connections carry on.
+    /// Stops accepting; open connections carry on (HTTP keep-alive
+    /// connections close after their current request).
     pub fn stop(&self) {
         self.stop.cancel();
+        if let Some(h) = &self.http {
+            h.shut_down();
+        }
     }
 
     /// Accepts until stopped; each connection runs on `tracker`.
@@ -150,14 +191,33 @@ impl Listener {
         }
     }
 
-    async fn handle(&self, client: TcpStream, peer: SocketAddr) {
+    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
         self.stats.active.fetch_add(1, Relaxed);
         let _active = Decrement(&self.stats.active);
         let settings = self.settings.load_full();
-        let pool = self.pool.load_full();
         let keepalive = (!settings.keepalive.is_zero()).then_some(settings.keepalive);
         set_options(&client, keepalive);
-        let key = key_of_ip(peer.ip());
+        let mut source = peer;
+        let mut destination = self.addr;
+        if settings.accept_proxy {
+            match proxy_protocol::read_header(&mut client, PROXY_HEADER_TIMEOUT).await {
+                Ok(h) => {
+                    source = h.source.unwrap_or(peer);
+                    destination = h.destination.unwrap_or(self.addr);
+                }
+                Err(e) => {
+                    self.stats.bad_proxy_header.fetch_add(1, Relaxed);
+                    tracing::debug!(listener = %self.name, %peer, error = %e, "closing connection");
+                    return;
+                }
+            }
+        }
+        if let Some(http) = &self.http {
+            http.serve(client, source).await;
+            return;
+        }
+        let pool = self.pool.load_full();
+        let key = key_of_ip(source.ip());
         let mut tried: Vec<SocketAddr> = Vec::new();
         let (backend, guard) = loop {
             if tried.len() >= settings.connect_attempts.max(1) as usize {
@@ -170,7 +230,15 @@ impl Listener {
             };
             let guard = ep.open();
             let started = Instant::now();
-            match timeout(settings.connect_timeout, connect(&ep, keepalive)).await {
+            let hello = settings
+                .send_proxy_v2
+                .then(|| proxy_protocol::encode_v2(source, destination));
+            match timeout(
+                settings.connect_timeout,
+                connect(&ep, keepalive, hello.as_deref()),
+            )
+            .await
+            {
                 Ok(Ok(s)) => {
                     pool.report_success(&ep, started.elapsed());
                     break (s, guard);
@@ -217,12 +285,19 @@ fn set_options(s: &TcpStream, keepalive: Option<Duration>) {
     }
 }
 
-async fn connect(ep: &Endpoint, keepalive: Option<Duration>) -> std::io::Result<TcpStream> {
+async fn connect(
+    ep: &Endpoint,
+    keepalive: Option<Duration>,
+    hello: Option<&[u8]>,
+) -> std::io::Result<TcpStream> {
     let sock = match ep.addr() {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
-    let s = sock.connect(ep.addr()).await?;
+    let mut s = sock.connect(ep.addr()).await?;
     set_options(&s, keepalive);
+    if let Some(h) = hello {
+        tokio::io::AsyncWriteExt::write_all(&mut s, h).await?;
+    }
     Ok(s)
 }

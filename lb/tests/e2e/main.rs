@@ -5,6 +5,10 @@
 mod admin;
 mod cli;
 mod distribution;
+mod haproxy;
 mod health;
+mod http;
+mod http_support;
 mod lifecycle;
+mod proxy_protocol;
 mod support;

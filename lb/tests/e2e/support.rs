@@ -361,3 +361,17 @@ pub fn backend_flags(bs: &[TestBackend], weights: &[u32]) -> Vec<String> {
         .flat_map(|(b, w)| ["--backend".to_string(), format!("{}@{w}", b.addr)])
         .collect()
 }
+
+impl Lb {
+    /// Waits until /backends reports `state` for `addr`; panics after `limit`.
+    pub async fn wait_health(&self, addr: SocketAddr, state: &str, limit: Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit {
+            if self.health_of(addr).await == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{addr} not {state} after {limit:?}");
+    }
+}

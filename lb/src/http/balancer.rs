@@ -1,0 +1,296 @@
+//! The `ProxyHttp` implementation: pingora calls it at each step of a
+//! request; it picks through the listener's pool, retries within the budget,
+//! reports health, adds forwarding headers and counts.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use pingora_core::protocols::Digest;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+use tokio::time::Instant;
+
+use super::forwarded::{forwarded, forwarded_element, x_forwarded_for};
+use super::serve::HttpListener;
+use super::upstream::ProxyV2Connect;
+use crate::endpoint::{ConnGuard, Endpoint};
+use crate::hash::hash_addr;
+use crate::proxy::Listener;
+
+/// Balances one listener's requests.
+pub struct Balancer {
+    listener: Weak<Listener>,
+    http: Weak<HttpListener>,
+}
+
+impl Balancer {
+    /// A balancer for `listener`'s pool and settings.
+    pub fn new(listener: Weak<Listener>, http: Weak<HttpListener>) -> Self {
+        Balancer { listener, http }
+    }
+
+    fn http(&self) -> Result<Arc<HttpListener>> {
+        self.http
+            .upgrade()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "listener stopped"))
+    }
+
+    fn listener(&self) -> Result<Arc<Listener>> {
+        self.listener
+            .upgrade()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "listener stopped"))
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    picked_at: Instant,
+    tried: Vec<SocketAddr>,
+    current: Option<ConnGuard>,
+    status: Option<u16>,
+}
+
+impl Ctx {
+    fn endpoint(&self) -> Option<&Arc<Endpoint>> {
+        self.current.as_ref().map(ConnGuard::endpoint)
+    }
+}
+
+fn client_of(session: &Session) -> Option<SocketAddr> {
+    session.client_addr().and_then(|a| a.as_inet()).copied()
+}
+
+fn server_of(session: &Session) -> Option<SocketAddr> {
+    session.server_addr().and_then(|a| a.as_inet()).copied()
+}
+
+#[async_trait]
+impl ProxyHttp for Balancer {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        let now = Instant::now();
+        Ctx {
+            started: now,
+            picked_at: now,
+            tried: Vec::new(),
+            current: None,
+            status: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        if let Err(why) = super::validate::check(session.req_header()) {
+            tracing::debug!(reason = why, "refusing a malformed request");
+            session.respond_error(400).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let l = self.listener()?;
+        let http = self.http()?;
+        let settings = l.settings();
+        let now = Instant::now();
+        if let Some(prev) = ctx.current.take() {
+            // A retry: the previous attempt failed before a response.
+            ctx.tried.push(prev.endpoint().addr());
+            let over_time = !http.settings().total_timeout.is_zero()
+                && now.saturating_duration_since(ctx.started) >= http.settings().total_timeout;
+            if over_time
+                || ctx.tried.len() > http.settings().retries as usize
+                || !http.budget().try_retry(now)
+            {
+                http.stats.retries_denied.fetch_add(1, Relaxed);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(502),
+                    "backend failed and no retry is left",
+                );
+            }
+            http.stats.retries.fetch_add(1, Relaxed);
+        } else {
+            http.budget().on_request(now);
+        }
+        let client = client_of(session);
+        let key = {
+            let headers = session.req_header();
+            http.settings().hash_key.key(
+                |name| {
+                    headers
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .map(|v| v.as_bytes())
+                        .collect()
+                },
+                client.map(|c| c.ip()),
+            )
+        };
+        let Some(ep) = l.pool().pick(key, &ctx.tried) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
+        };
+        ctx.picked_at = now;
+        let mut peer = HttpPeer::new(ep.addr(), false, String::new());
+        ctx.current = Some(ep.open());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(settings.connect_timeout);
+        let s = http.settings();
+        if !s.read_timeout.is_zero() {
+            o.read_timeout = Some(s.read_timeout);
+        }
+        if !s.total_timeout.is_zero() {
+            let left = s
+                .total_timeout
+                .saturating_sub(now.saturating_duration_since(ctx.started));
+            o.total_connection_timeout = Some(left.max(std::time::Duration::from_millis(1)));
+        }
+        if s.upstream_h2 {
+            o.set_http_version(2, 2);
+        }
+        if settings.send_proxy_v2 {
+            if let (Some(source), Some(destination)) = (client, server_of(session)) {
+                o.custom_l4 = Some(Arc::new(ProxyV2Connect {
+                    source,
+                    destination,
+                }));
+                peer.group_key = hash_addr(source, 0x7072_6f78);
+            }
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !self.http()?.settings().forwarded_headers {
+            return Ok(());
+        }
+        let Some(client) = client_of(session) else {
+            return Ok(());
+        };
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        let xff = x_forwarded_for(
+            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            client.ip(),
+        );
+        let host = req.headers.get("host").map(|v| v.as_bytes().to_vec());
+        let element = forwarded_element(client.ip(), server_of(session), proto, host.as_deref());
+        let fwd = forwarded(req.headers.get("forwarded").map(|v| v.as_bytes()), &element);
+        req.insert_header("x-forwarded-for", xff)?;
+        req.insert_header("forwarded", fwd)?;
+        req.insert_header("x-forwarded-proto", proto)?;
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&Digest>,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        let http = self.http()?;
+        let c = if reused {
+            &http.stats.upstream_reused
+        } else {
+            &http.stats.upstream_new
+        };
+        c.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        ctx.status = Some(status);
+        if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
+            let rtt = ctx.picked_at.elapsed();
+            ep.http.responses.count(status);
+            ep.http.latency.observe(rtt);
+            let pool = l.pool();
+            if status >= 500 {
+                pool.report_error(ep);
+            } else {
+                pool.report_success(ep, rtt);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
+            l.pool().report_failure(ep);
+        }
+        // Nothing reached the backend: always safe to try another.
+        e.set_retry(true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        // A reset or timeout from the backend counts against its health.
+        if ctx.status.is_none() {
+            if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
+                l.pool().report_error(ep);
+            }
+        }
+        let mut e = e.more_context(format!("backend {peer}"));
+        let idempotent = session.req_header().method.is_idempotent();
+        if idempotent && !session.as_ref().retry_buffer_truncated() && ctx.status.is_none() {
+            e.set_retry(true);
+        } else if !idempotent {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        if let Ok(http) = self.http() {
+            let status = session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0);
+            http.stats.responses.count(status);
+            http.stats.latency.observe(ctx.started.elapsed());
+        }
+        ctx.current = None;
+    }
+}

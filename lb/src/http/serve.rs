@@ -1,0 +1,123 @@
+//! A listener's HTTP side: the pingora app built over our [`Balancer`], the
+//! settings it runs with, and the hand-off of accepted connections to it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::protocols::l4::stream::Stream;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest};
+use pingora_core::server::configuration::ServerConf;
+use pingora_proxy::{http_proxy, HttpProxy};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::balancer::Balancer;
+use super::budget::RetryBudget;
+use super::stats::ListenerHttpStats;
+use super::HttpSettings;
+use crate::proxy::Listener;
+
+/// The HTTP state of one listener.
+pub struct HttpListener {
+    settings: ArcSwap<HttpSettings>,
+    budget: ArcSwap<RetryBudget>,
+    app: ArcSwapOption<HttpProxy<Balancer>>,
+    shutdown: watch::Sender<bool>,
+    /// Counters.
+    pub stats: ListenerHttpStats,
+}
+
+impl std::fmt::Debug for HttpListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpListener")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpListener {
+    /// HTTP state with `settings`; [`HttpListener::attach`] builds the app.
+    pub fn new(settings: HttpSettings) -> Self {
+        HttpListener {
+            budget: ArcSwap::from_pointee(RetryBudget::new(
+                settings.retry_budget_percent,
+                settings.retry_budget_min_per_sec,
+            )),
+            settings: ArcSwap::from_pointee(settings),
+            app: ArcSwapOption::empty(),
+            shutdown: watch::channel(false).0,
+            stats: ListenerHttpStats::default(),
+        }
+    }
+
+    /// Builds the pingora app for `listener`.
+    pub fn attach(self: &Arc<Self>, listener: Weak<Listener>) {
+        let s = self.settings.load();
+        let conf = ServerConf {
+            upstream_keepalive_pool_size: s.pool_size,
+            threads: 1,
+            ..ServerConf::default()
+        };
+        let mut app = http_proxy(
+            &Arc::new(conf),
+            Balancer::new(listener, Arc::downgrade(self)),
+        );
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = s.h2c;
+        app.server_options = Some(opts);
+        self.app.store(Some(Arc::new(app)));
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> Arc<HttpSettings> {
+        self.settings.load_full()
+    }
+
+    /// The retry budget.
+    pub fn budget(&self) -> Arc<RetryBudget> {
+        self.budget.load_full()
+    }
+
+    /// Applies new settings to requests from now on. A change of pool size
+    /// or h2c rebuilds the app (its idle upstream connections are dropped).
+    pub fn set_settings(self: &Arc<Self>, s: HttpSettings, listener: Weak<Listener>) {
+        let old = self.settings.swap(Arc::new(s.clone()));
+        if (old.retry_budget_percent, old.retry_budget_min_per_sec)
+            != (s.retry_budget_percent, s.retry_budget_min_per_sec)
+        {
+            self.budget.store(Arc::new(RetryBudget::new(
+                s.retry_budget_percent,
+                s.retry_budget_min_per_sec,
+            )));
+        }
+        if old.pool_size != s.pool_size || old.h2c != s.h2c {
+            self.attach(listener);
+        }
+    }
+
+    /// Tells keep-alive connections to close after their current request.
+    pub fn shut_down(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Serves one client connection; `client` is its real address (from a
+    /// PROXY header when the listener accepts one).
+    pub async fn serve(&self, tcp: TcpStream, client: SocketAddr) {
+        let Some(app) = self.app.load_full() else {
+            return;
+        };
+        let local = tcp.local_addr().ok();
+        let mut stream = Stream::from(tcp);
+        let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
+        let _ = digest.peer_addr.set(Some(client.into()));
+        let _ = digest.local_addr.set(local.map(Into::into));
+        stream.set_socket_digest(digest);
+        let shutdown = self.shutdown.subscribe();
+        let mut next = app.process_new(Box::new(stream), &shutdown).await;
+        while let Some(s) = next {
+            next = app.process_new(s, &shutdown).await;
+        }
+    }
+}
