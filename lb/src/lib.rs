@@ -1,4 +1,4 @@
-//! shoal-lb: balancing policies, health, and an L4 proxy.
+//! shoal-lb: balancing policies, health, and TCP and HTTP proxies.
 //!
 //! The crate is useful alone: give it a set of backends and it balances TCP
 //! connections across them (the `shoal-lb` binary), or hand a [`pool::Pool`]
