@@ -1,0 +1,178 @@
+//! `shoal-overlay`: applies a desired-state file to this machine's kernel.
+//!
+//! Exit codes: 0 on success, 1 when the kernel refused a change, 2 for bad
+//! arguments or a bad file (one line naming the problem; nothing changed).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoal_overlay::{Config, Error, Overlay};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// The shoal overlay datapath: VXLAN sandboxes, container attach, static
+/// FDB/ARP, from a TOML file.
+#[derive(Parser)]
+#[command(name = "shoal-overlay", version, arg_required_else_help = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make the kernel match FILE; prints each change.
+    Apply {
+        /// The desired-state file.
+        file: PathBuf,
+    },
+    /// Print what `apply FILE` would change, without changing anything.
+    Diff {
+        /// The desired-state file.
+        file: PathBuf,
+    },
+    /// Remove everything shoal created for FILE's node.
+    Down {
+        /// The desired-state file.
+        file: PathBuf,
+    },
+    /// Apply FILE, stay in the foreground and re-apply on SIGHUP; on SIGTERM
+    /// or SIGINT exit and leave the datapath in place.
+    Run {
+        /// The desired-state file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("shoal-overlay: {} (see --help)", one_line(&e.to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Apply { file } => once(&file, |o| o.apply()),
+        Command::Diff { file } => once(&file, |o| o.plan()),
+        Command::Down { file } => once(&file, |o| o.down()),
+        Command::Run { file } => run(file),
+    }
+}
+
+/// Clap's message in one line: its first line, plus the next when the first
+/// only introduces it ("the following required arguments were not provided:").
+fn one_line(text: &str) -> String {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match (first.ends_with(':'), lines.next()) {
+        (true, Some(next)) => format!("{first} {next}"),
+        _ => first.to_string(),
+    }
+}
+
+/// Loads and validates FILE; a bad file is a usage error (exit 2).
+fn load(file: &std::path::Path) -> Result<Overlay, ExitCode> {
+    let overlay = Config::load(file)
+        .map_err(Error::from)
+        .and_then(Overlay::new);
+    overlay.map_err(|e| {
+        eprintln!("shoal-overlay: {}: {e}", file.display());
+        ExitCode::from(2)
+    })
+}
+
+fn once(
+    file: &std::path::Path,
+    op: impl FnOnce(&Overlay) -> Result<shoal_overlay::Plan, Error>,
+) -> ExitCode {
+    let overlay = match load(file) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    match op(&overlay) {
+        Ok(plan) if plan.is_empty() => {
+            println!("no changes");
+            ExitCode::SUCCESS
+        }
+        Ok(plan) => {
+            print!("{plan}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shoal-overlay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(file: PathBuf) -> ExitCode {
+    let overlay = match load(&file) {
+        Ok(o) => o,
+        Err(code) => return code,
+    };
+    if let Err(e) = overlay.apply().map(|p| print!("{p}")) {
+        eprintln!("shoal-overlay: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal-overlay: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(file)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-overlay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Waits for signals: SIGHUP re-reads and re-applies FILE (a bad file or a
+/// failed apply is reported and the last good state stays); SIGTERM/SIGINT
+/// end the process, leaving the datapath as it is.
+async fn serve(file: PathBuf) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("listen for SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
+    println!("ready");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let f = file.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let overlay = Config::load(&f).map_err(Error::from).and_then(Overlay::new)?;
+                    overlay.apply()
+                })
+                .await
+                .context("re-apply task")?;
+                match outcome {
+                    Ok(plan) if plan.is_empty() => println!("reloaded: no changes"),
+                    Ok(plan) => print!("reloaded:\n{plan}"),
+                    Err(e) => eprintln!("shoal-overlay: reload of {} failed, keeping the datapath: {e}", file.display()),
+                }
+            }
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+    }
+}
