@@ -11,6 +11,8 @@ need=(
   iproute2           # network namespaces for the overlay and cluster tests
   procps             # kill/pgrep used by test guards
   haproxy            # the PROXY protocol peer in the lb tests
+  curl               # the TLS/ALPN client in the lb tests
+  openssl            # test certificates
   "$@"
 )
 

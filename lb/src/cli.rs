@@ -112,6 +112,12 @@ pub struct Cli {
     /// HTTP mode: speak HTTP/2 (prior knowledge) to backends.
     #[arg(long)]
     pub upstream_h2: bool,
+    /// HTTP mode: serve TLS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTP mode: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Expect a PROXY v1/v2 header on every client connection.
     #[arg(long)]
     pub accept_proxy: bool,
@@ -207,6 +213,8 @@ impl Cli {
                     total_timeout: self.total_timeout,
                     retries: self.retries,
                     upstream_h2: self.upstream_h2,
+                    tls_cert: self.tls_cert.clone(),
+                    tls_key: self.tls_key.clone(),
                     ..HttpSettings::default()
                 },
             }],

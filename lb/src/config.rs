@@ -33,6 +33,8 @@
 //! h2c = true                   # accept HTTP/2 prior knowledge from clients
 //! forwarded_headers = true     # X-Forwarded-For, Forwarded, X-Forwarded-Proto
 //! pool_size = 128              # idle upstream connections kept for reuse
+//! tls_cert = "/etc/shoal/cert.pem"  # serve TLS (ALPN h2, http/1.1) with this chain ...
+//! tls_key = "/etc/shoal/key.pem"    # ... and this key; both or neither
 //!
 //! [listener.health]            # active checks
 //! check = "tcp"                # none | tcp | http:/PATH
@@ -285,6 +287,14 @@ impl Config {
                 return Err(ConfigError(format!(
                     "{at}: http.hash_key: `{}` needs mode = \"http\" (TCP mode hashes the client address)",
                     l.http.hash_key
+                )));
+            }
+            if l.mode == Mode::Http {
+                crate::http::tls::from_paths(l.http.tls_cert.as_deref(), l.http.tls_key.as_deref())
+                    .map_err(|e| ConfigError(format!("{at}: http: {e}")))?;
+            } else if l.http.tls_cert.is_some() || l.http.tls_key.is_some() {
+                return Err(ConfigError(format!(
+                    "{at}: http.tls_cert: TLS needs mode = \"http\""
                 )));
             }
             l.pool

@@ -15,9 +15,11 @@
 //! - [`forwarded`]: `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`.
 //! - [`serve`]: the listener's HTTP state and the hand-off to pingora.
 //! - [`stats`]: status-class counters and latency histograms.
+//! - [`tls`]: certificates and the TLS acceptor (ALPN h2, http/1.1).
 //! - [`upstream`]: the connector that sends PROXY v2 to backends.
 //! - [`validate`]: request checks before any backend sees a request.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,7 @@ pub mod forwarded;
 pub mod hash_key;
 pub mod serve;
 pub mod stats;
+pub mod tls;
 pub mod upstream;
 pub mod validate;
 
@@ -64,6 +67,10 @@ pub struct HttpSettings {
     pub forwarded_headers: bool,
     /// Idle upstream connections kept per backend for reuse.
     pub pool_size: usize,
+    /// Serve TLS with this certificate chain (PEM); needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for HttpSettings {
@@ -79,6 +86,8 @@ impl Default for HttpSettings {
             h2c: true,
             forwarded_headers: true,
             pool_size: 128,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

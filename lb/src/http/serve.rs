@@ -17,11 +17,23 @@ use super::balancer::Balancer;
 use super::budget::RetryBudget;
 use super::stats::ListenerHttpStats;
 use super::HttpSettings;
+use pingora_core::listeners::tls::Acceptor;
+
+fn load_tls(s: &HttpSettings) -> Option<Arc<Acceptor>> {
+    match super::tls::from_paths(s.tls_cert.as_deref(), s.tls_key.as_deref()) {
+        Ok(a) => a.map(Arc::new),
+        Err(e) => {
+            tracing::error!(error = %e, "TLS off");
+            None
+        }
+    }
+}
 use crate::proxy::Listener;
 
 /// The HTTP state of one listener.
 pub struct HttpListener {
     settings: ArcSwap<HttpSettings>,
+    tls: ArcSwapOption<Acceptor>,
     budget: ArcSwap<RetryBudget>,
     app: ArcSwapOption<HttpProxy<Balancer>>,
     shutdown: watch::Sender<bool>,
@@ -39,8 +51,11 @@ impl std::fmt::Debug for HttpListener {
 
 impl HttpListener {
     /// HTTP state with `settings`; [`HttpListener::attach`] builds the app.
+    /// A certificate that cannot be loaded leaves the listener without TLS
+    /// (configs are validated before they get here).
     pub fn new(settings: HttpSettings) -> Self {
         HttpListener {
+            tls: ArcSwapOption::from(load_tls(&settings)),
             budget: ArcSwap::from_pointee(RetryBudget::new(
                 settings.retry_budget_percent,
                 settings.retry_budget_min_per_sec,
@@ -83,6 +98,7 @@ impl HttpListener {
     /// Applies new settings to requests from now on. A change of pool size
     /// or h2c rebuilds the app (its idle upstream connections are dropped).
     pub fn set_settings(self: &Arc<Self>, s: HttpSettings, listener: Weak<Listener>) {
+        self.tls.store(load_tls(&s));
         let old = self.settings.swap(Arc::new(s.clone()));
         if (old.retry_budget_percent, old.retry_budget_min_per_sec)
             != (s.retry_budget_percent, s.retry_budget_min_per_sec)
@@ -115,7 +131,17 @@ impl HttpListener {
         let _ = digest.local_addr.set(local.map(Into::into));
         stream.set_socket_digest(digest);
         let shutdown = self.shutdown.subscribe();
-        let mut next = app.process_new(Box::new(stream), &shutdown).await;
+        let first: pingora_core::protocols::Stream = match self.tls.load_full() {
+            None => Box::new(stream),
+            Some(acceptor) => match acceptor.tls_handshake(stream).await {
+                Ok(tls) => Box::new(tls),
+                Err(e) => {
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                    return;
+                }
+            },
+        };
+        let mut next = app.process_new(first, &shutdown).await;
         while let Some(s) = next {
             next = app.process_new(s, &shutdown).await;
         }

@@ -12,3 +12,4 @@ mod http_support;
 mod lifecycle;
 mod proxy_protocol;
 mod support;
+mod tls;
