@@ -13,6 +13,7 @@ need=(
   haproxy            # the PROXY protocol peer in the lb tests
   curl               # the TLS/ALPN client in the lb tests
   openssl            # test certificates
+  etcd-server        # the cluster store in the netd tests
   "$@"
 )
 

@@ -145,10 +145,15 @@ impl ProxyHttp for Balancer {
             o.read_timeout = Some(s.read_timeout);
         }
         if !s.total_timeout.is_zero() {
+            // What is left of the request's time bounds the connect, every
+            // write and every read of this attempt.
             let left = s
                 .total_timeout
-                .saturating_sub(now.saturating_duration_since(ctx.started));
-            o.total_connection_timeout = Some(left.max(std::time::Duration::from_millis(1)));
+                .saturating_sub(now.saturating_duration_since(ctx.started))
+                .max(std::time::Duration::from_millis(1));
+            o.total_connection_timeout = Some(left);
+            o.write_timeout = Some(left);
+            o.read_timeout = Some(o.read_timeout.map_or(left, |r| r.min(left)));
         }
         if s.upstream_h2 {
             o.set_http_version(2, 2);

@@ -48,8 +48,10 @@ pub struct HttpSettings {
     /// response included (0s = no limit).
     #[serde(with = "hts")]
     pub read_timeout: Duration,
-    /// Longest a request may take from its first pick to the end of the
-    /// response (0s = no limit).
+    /// Time budget of a request from its arrival, retries included: no retry
+    /// starts after it, and each attempt's connect, writes and reads are
+    /// bounded by what is left of it (0s = no limit). A response that keeps
+    /// trickling bytes can outlast it by at most one read.
     #[serde(with = "hts")]
     pub total_timeout: Duration,
     /// Most retries of one request (idempotent requests only).

@@ -299,3 +299,25 @@ async fn upgraded_connections_pass_through() {
         .unwrap();
     assert_eq!(&echo, b"\x81\x05hello");
 }
+
+#[tokio::test]
+async fn the_total_timeout_bounds_a_slow_backend() {
+    let b0 = HttpBackend::start("b0");
+    let lb = lb_http(&[&b0], &["--total-timeout", "300ms"]).await;
+    let c = client(false);
+    let t = std::time::Instant::now();
+    let (status, _, _) = get_with(&c, &format!("http://{}/sleep/3000", lb.listen), &[])
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    assert!(status == 502 || status == 504, "{status}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
+    // A quick request on the same proxy is unaffected.
+    let (status, _, _) = get_with(&c, &format!("http://{}/sleep/10", lb.listen), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+}

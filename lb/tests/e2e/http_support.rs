@@ -47,6 +47,12 @@ async fn echo(State(s): State<Arc<BackendState>>, headers: HeaderMap) -> (Status
     (status, body)
 }
 
+async fn sleep(State(s): State<Arc<BackendState>>, Path(ms): Path<u64>) -> String {
+    s.requests.fetch_add(1, Relaxed);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("{}\n", s.name)
+}
+
 async fn status(State(s): State<Arc<BackendState>>, Path(code): Path<u16>) -> StatusCode {
     s.requests.fetch_add(1, Relaxed);
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
@@ -72,6 +78,7 @@ impl HttpBackend {
         let addr = std_listener.local_addr().unwrap();
         let app = Router::new()
             .route("/status/:code", get(status))
+            .route("/sleep/:ms", get(sleep))
             .fallback(echo)
             .with_state(Arc::clone(&state));
         runtime.spawn(async move {
