@@ -4,10 +4,15 @@
 //! (`shoal-overlay`), service DNS (`shoal-dns`) and balancing (`shoal-lb`)
 //! through a level-triggered reconcile loop. It is the only crate that
 //! knows the cluster model. This issue is being built in steps; what exists
-//! today is the store.
+//! today is the store and cluster-wide allocation (VNIs, VIPs, address
+//! blocks).
 //!
 //! # Layout
+//! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
+//! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
+pub mod alloc;
+pub mod ipam;
 pub mod store;
