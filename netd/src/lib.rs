@@ -10,9 +10,11 @@
 //! # Layout
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
+//! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
 pub mod alloc;
 pub mod ipam;
+pub mod model;
 pub mod store;
