@@ -171,7 +171,14 @@ impl Listener {
 
     /// Accepts until stopped; each connection runs on `tracker`.
     pub async fn serve(self: Arc<Self>, tcp: TcpListener, tracker: TaskTracker) {
+        // The keepalive that every connection accepted from now on already
+        // carries, inherited from the listening socket (see `preset`).
+        let mut inherited: Option<Option<Duration>> = None;
         loop {
+            let keepalive = keepalive_of(&self.settings.load());
+            if inherited != Some(keepalive) {
+                inherited = self.preset(&tcp, keepalive, &tracker);
+            }
             let accepted = tokio::select! {
                 () = self.stop.cancelled() => return,
                 r = tcp.accept() => r,
@@ -180,7 +187,7 @@ impl Listener {
                 Ok((client, peer)) => {
                     self.stats.accepted.fetch_add(1, Relaxed);
                     let me = Arc::clone(&self);
-                    tracker.spawn(async move { me.handle(client, peer).await });
+                    tracker.spawn(async move { me.handle(client, peer, inherited).await });
                 }
                 Err(e) => {
                     // Out of descriptors and the like: back off, do not spin.
@@ -191,12 +198,55 @@ impl Listener {
         }
     }
 
-    async fn handle(&self, mut client: TcpStream, peer: SocketAddr) {
+    /// Sets TCP_NODELAY and `keepalive` on the listening socket, so that
+    /// the sockets it accepts inherit them (as Linux does) and need no
+    /// `setsockopt` calls of their own. Connections already queued were made
+    /// before: they are accepted here and get their options one by one.
+    /// Returns the keepalive that connections accepted from now on carry, or
+    /// `None` where they inherit nothing.
+    fn preset(
+        self: &Arc<Self>,
+        tcp: &TcpListener,
+        keepalive: Option<Duration>,
+        tracker: &TaskTracker,
+    ) -> Option<Option<Duration>> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
+        let set = set_socket_options(socket2::SockRef::from(tcp), keepalive);
+        loop {
+            let (client, peer) = match socket2::SockRef::from(tcp).accept() {
+                Ok((s, a)) => (std::net::TcpStream::from(s), a.as_socket()),
+                // Empty queue (or an error the accept loop will meet again).
+                Err(_) => break,
+            };
+            let client = client
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(client));
+            if let (Ok(client), Some(peer)) = (client, peer) {
+                self.stats.accepted.fetch_add(1, Relaxed);
+                let me = Arc::clone(self);
+                tracker.spawn(async move { me.handle(client, peer, None).await });
+            }
+        }
+        set.ok().map(|()| keepalive)
+    }
+
+    /// Proxies one accepted connection. `inherited`: the keepalive the
+    /// socket already carries from the listening socket, with TCP_NODELAY.
+    async fn handle(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        inherited: Option<Option<Duration>>,
+    ) {
         self.stats.active.fetch_add(1, Relaxed);
         let _active = Decrement(&self.stats.active);
         let settings = self.settings.load_full();
-        let keepalive = (!settings.keepalive.is_zero()).then_some(settings.keepalive);
-        set_options(&client, keepalive);
+        let keepalive = keepalive_of(&settings);
+        if inherited != Some(keepalive) {
+            set_options(&client, keepalive);
+        }
         let mut source = peer;
         let mut destination = self.addr;
         if settings.accept_proxy {
@@ -255,7 +305,7 @@ impl Listener {
             tried.push(ep.addr());
         };
         let idle = (!settings.idle_timeout.is_zero()).then_some(settings.idle_timeout);
-        if let Err(e) = pump::pump(&client, &backend, guard.endpoint(), idle).await {
+        if let Err(e) = pump::pump(client, backend, guard.endpoint(), idle).await {
             tracing::debug!(listener = %self.name, %peer, error = %e, "connection ended with an error");
         }
     }
@@ -274,15 +324,28 @@ impl Drop for Decrement<'_> {
     }
 }
 
-fn set_options(s: &TcpStream, keepalive: Option<Duration>) {
-    let _ = s.set_nodelay(true);
-    if let Some(idle) = keepalive {
-        let ka = socket2::TcpKeepalive::new()
-            .with_time(idle)
-            .with_interval(Duration::from_secs(10))
-            .with_retries(6);
-        let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+fn keepalive_of(settings: &ProxySettings) -> Option<Duration> {
+    (!settings.keepalive.is_zero()).then_some(settings.keepalive)
+}
+
+fn tcp_keepalive(idle: Duration) -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6)
+}
+
+/// TCP_NODELAY, and TCP keepalive after `keepalive` idle (off when `None`).
+fn set_socket_options(s: socket2::SockRef<'_>, keepalive: Option<Duration>) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    match keepalive {
+        Some(idle) => s.set_tcp_keepalive(&tcp_keepalive(idle)),
+        None => s.set_keepalive(false),
     }
+}
+
+fn set_options(s: &TcpStream, keepalive: Option<Duration>) {
+    let _ = set_socket_options(socket2::SockRef::from(s), keepalive);
 }
 
 async fn connect(
@@ -294,10 +357,41 @@ async fn connect(
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    // Before the connect, so the options hold from the first segment. A new
+    // socket has keepalive off already.
+    let opts = socket2::SockRef::from(&sock);
+    let _ = opts.set_nodelay(true);
+    if let Some(idle) = keepalive {
+        let _ = opts.set_tcp_keepalive(&tcp_keepalive(idle));
+    }
     let mut s = sock.connect(ep.addr()).await?;
-    set_options(&s, keepalive);
     if let Some(h) = hello {
         tokio::io::AsyncWriteExt::write_all(&mut s, h).await?;
     }
     Ok(s)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// What `Listener::preset` relies on: Linux copies TCP_NODELAY and the
+    /// keepalive settings of a listening socket to the sockets it accepts.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listening_options() {
+        for keepalive in [Some(Duration::from_secs(42)), None] {
+            let tcp = crate::runtime::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            set_socket_options(socket2::SockRef::from(&tcp), keepalive).unwrap();
+            let (c, a) = tokio::join!(TcpStream::connect(tcp.local_addr().unwrap()), tcp.accept());
+            let (_c, (s, _)) = (c.unwrap(), a.unwrap());
+            let s = socket2::SockRef::from(&s);
+            assert!(s.nodelay().unwrap());
+            assert_eq!(s.keepalive().unwrap(), keepalive.is_some());
+            if let Some(idle) = keepalive {
+                assert_eq!(s.keepalive_time().unwrap(), idle);
+                assert_eq!(s.keepalive_interval().unwrap(), Duration::from_secs(10));
+                assert_eq!(s.keepalive_retries().unwrap(), 6);
+            }
+        }
+    }
 }
