@@ -2,18 +2,20 @@
 //! (started per test on loopback ports, stopped and removed on drop).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_netd::store::etcd::EtcdStore;
 use shoal_netd::store::memory::MemoryStore;
 use shoal_netd::store::{Event, Store, StoreError, Watch, WatchItem};
+use shoal_tests::proc::Proc;
 
 /// A single-member etcd on loopback, for one test.
 struct Etcd {
-    child: Child,
-    dir: PathBuf,
+    // Fields drop in order: etcd stops (SIGTERM, then SIGKILL) before its
+    // data directory is removed.
+    _proc: Proc,
+    _dir: RemoveOnDrop,
     client_url: String,
 }
 
@@ -32,35 +34,31 @@ impl Etcd {
         let (c, p) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{c}");
         let peer_url = format!("http://127.0.0.1:{p}");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(&dir)
-            .args([
+        let (dir_s, cluster) = (dir.to_string_lossy().to_string(), format!("t={peer_url}"));
+        let proc = Proc::spawn(
+            "etcd",
+            &[
+                "--name",
+                "t",
+                "--data-dir",
+                &dir_s,
                 "--listen-client-urls",
                 &client_url,
                 "--advertise-client-urls",
                 &client_url,
-            ])
-            .args([
                 "--listen-peer-urls",
                 &peer_url,
                 "--initial-advertise-peer-urls",
                 &peer_url,
-            ])
-            .args([
                 "--initial-cluster",
-                &format!("t={peer_url}"),
+                &cluster,
                 "--log-level",
                 "error",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd is installed (scripts/deps.sh: etcd-server)");
+            ],
+        );
         Etcd {
-            child,
-            dir,
+            _proc: proc,
+            _dir: RemoveOnDrop(dir),
             client_url,
         }
     }
@@ -82,21 +80,12 @@ impl Etcd {
     }
 }
 
-impl Drop for Etcd {
+/// A directory removed when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
