@@ -14,6 +14,9 @@ need=(
   curl               # the TLS/ALPN client in the lb tests
   openssl            # test certificates
   etcd-server        # the cluster store in the netd tests
+  wireguard-go       # the stock peer of the encrypted-overlay interop test
+  wireguard-tools    # wg, to configure that peer
+  tcpdump            # proves no clear VXLAN crosses the underlay
   "$@"
 )
 

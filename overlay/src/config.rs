@@ -13,14 +13,20 @@
 //!                              # namespace shoal-overlay runs in
 //! underlay_ip = "198.18.0.1"   # required; this node's VTEP address (VXLAN `local`)
 //!
-//! [wireguard]                  # the node's mesh; needed when a network is encrypted
-//! private_key = "<base64>"     # the node's WireGuard private key
-//! listen_port = 51820          # UDP port of the tunnel
-//! tunnel_ip = "100.96.0.1/24"  # the node's address inside the mesh
+//! [wireguard]                  # the node's mesh; needed when a network is encrypted,
+//!                              # built only while one is (checked only then, too)
+//! private_key = "<base64>"     # the node's WireGuard private key (`wg genkey`)
+//! listen_port = 51820          # UDP port of the tunnel, in the node namespace
+//! tunnel_ip = "100.96.0.1/24"  # the node's address inside the mesh; the prefix
+//!                              # (at most /30) must hold every peer's tunnel_ip
+//! backend = "auto"             # default "auto": kernel WireGuard when the module
+//!                              # exists, else the in-process userspace device
+//!                              # (boringtun, hosted by `shoal-overlay run`);
+//!                              # "kernel" or "userspace" force one
 //! [[wireguard.peer]]           # one per other node
 //! public_key = "<base64>"
 //! endpoint = "198.18.0.2:51820"   # its underlay address and port
-//! tunnel_ip = "100.96.0.2"        # its mesh address
+//! tunnel_ip = "100.96.0.2"        # its mesh address; the node_ip of its remotes
 //!
 //! [[network]]                  # one sandbox namespace per network on this node
 //! name = "front"               # required; [A-Za-z0-9_-], at most 32 chars
@@ -43,8 +49,14 @@
 //! [[network.remote]]           # an endpoint on another node
 //! ip = "10.77.0.12"            # required; inside the subnet
 //! mac = "02:42:0a:4d:00:0c"    # optional; default 02:42 + the IPv4 bytes
-//! node_ip = "198.18.0.2"       # required; its node's underlay (or tunnel) address
+//! node_ip = "198.18.0.2"       # required; its node's underlay address, or, in an
+//!                              # encrypted network, its node's mesh tunnel_ip
 //! ```
+//!
+//! An encrypted network's VXLAN device uses this node's `tunnel_ip` as
+//! `local`, so its packets travel only inside the WireGuard device; a remote
+//! whose `node_ip` is no peer's `tunnel_ip` is refused rather than sent in
+//! clear.
 //!
 //! Another node's lb address is listed as a remote like any endpoint: its MAC
 //! is derived from the address, as br0's is.
@@ -95,9 +107,26 @@ pub struct WireGuard {
     pub listen_port: u16,
     /// This node's mesh address with prefix.
     pub tunnel_ip: Ipv4Net,
+    /// Which device to build; default [`WireGuardBackend::Auto`].
+    #[serde(default)]
+    pub backend: WireGuardBackend,
     /// The other nodes.
     #[serde(default, rename = "peer")]
     pub peers: Vec<WireGuardPeer>,
+}
+
+/// `[wireguard] backend`: which WireGuard implementation carries the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireGuardBackend {
+    /// The kernel module when it exists, else the userspace device.
+    #[default]
+    Auto,
+    /// The kernel module; an error when it is missing.
+    Kernel,
+    /// boringtun inside the `shoal-overlay run` process, even when the
+    /// module exists.
+    Userspace,
 }
 
 /// `[[wireguard.peer]]`.
@@ -202,6 +231,11 @@ impl Network {
 }
 
 impl Config {
+    /// True when some network is encrypted, i.e. the node needs its mesh.
+    pub fn needs_mesh(&self) -> bool {
+        self.networks.iter().any(|n| n.encrypted)
+    }
+
     /// Parses TOML text. Only syntax and types are checked here; see
     /// [`crate::validate`] for the rules between items.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {

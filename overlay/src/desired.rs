@@ -19,41 +19,89 @@ pub const VXLAN_OVERHEAD: u32 = 50;
 /// room for an IPv6 underlay (the figure `wg-quick` uses).
 pub const WIREGUARD_OVERHEAD: u32 = 80;
 
+/// The underlay addresses an encrypted network's packets travel to: every
+/// WireGuard peer's endpoint.
+fn mesh_endpoints(config: &Config) -> Vec<Ipv4Addr> {
+    config
+        .wireguard
+        .iter()
+        .flat_map(|w| w.peers.iter().map(|p| *p.endpoint.ip()))
+        .collect()
+}
+
+/// The WireGuard device's MTU, when the node needs one: the smallest
+/// underlay MTU (the link holding `underlay_ip`, the route to each peer's
+/// endpoint) minus [`WIREGUARD_OVERHEAD`].
+pub fn mesh_mtu(config: &Config, node_ns: &NsTarget) -> Result<Option<u32>, Error> {
+    if !config.needs_mesh() {
+        return Ok(None);
+    }
+    let underlay_ip = config.node.underlay_ip;
+    let peers = mesh_endpoints(config);
+    netns::run_in(node_ns, move |h| async move {
+        let under = underlay_mtu(&h, underlay_ip, &peers).await?;
+        under
+            .checked_sub(WIREGUARD_OVERHEAD)
+            .filter(|m| *m >= 68 + VXLAN_OVERHEAD)
+            .map(Some)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "[wireguard]: underlay MTU {under} leaves no room for the mesh"
+                ))
+            })
+    })
+}
+
+/// min(MTU of the link holding `underlay_ip`, route MTU to each of `peers`).
+async fn underlay_mtu(
+    h: &rtnetlink::Handle,
+    underlay_ip: Ipv4Addr,
+    peers: &[Ipv4Addr],
+) -> Result<u32, Error> {
+    let what = format!("underlay_ip {underlay_ip}");
+    let own = addr::owner(h, underlay_ip).await?.ok_or_else(|| {
+        Error::Conflict(format!(
+            "{what}: no link in the node namespace holds this address"
+        ))
+    })?;
+    let mut under = link::by_index(h, own)
+        .await?
+        .ok_or_else(|| Error::Conflict(format!("{what}: its link vanished")))?
+        .mtu;
+    for p in peers {
+        under = under.min(route::mtu_towards(h, *p).await?);
+    }
+    Ok(under)
+}
+
 /// The overlay MTU of each network: the explicit `mtu`, else the smallest
-/// underlay MTU towards the network's remote nodes and of the link holding
-/// `underlay_ip`, minus the encapsulation.
+/// underlay MTU towards the network's remote nodes (for an encrypted
+/// network: towards every WireGuard peer's endpoint) and of the link
+/// holding `underlay_ip`, minus the encapsulation.
 pub fn mtus(config: &Config, node_ns: &NsTarget) -> Result<BTreeMap<String, u32>, Error> {
     let underlay_ip = config.node.underlay_ip;
+    let endpoints = mesh_endpoints(config);
     let nets: Vec<(String, Option<u32>, bool, Vec<Ipv4Addr>)> = config
         .networks
         .iter()
         .map(|n| {
-            let mut peers: Vec<Ipv4Addr> = n.remotes.iter().map(|r| r.node_ip).collect();
+            let mut peers: Vec<Ipv4Addr> = if n.encrypted {
+                endpoints.clone()
+            } else {
+                n.remotes.iter().map(|r| r.node_ip).collect()
+            };
             peers.sort();
             peers.dedup();
             (n.name.clone(), n.mtu, n.encrypted, peers)
         })
         .collect();
     netns::run_in(node_ns, move |h| async move {
-        let what = format!("underlay_ip {underlay_ip}");
-        let own = addr::owner(&h, underlay_ip).await?.ok_or_else(|| {
-            Error::Conflict(format!(
-                "{what}: no link in the node namespace holds this address"
-            ))
-        })?;
-        let own_mtu = link::by_index(&h, own)
-            .await?
-            .ok_or_else(|| Error::Conflict(format!("{what}: its link vanished")))?
-            .mtu;
         let mut out = BTreeMap::new();
         for (name, explicit, encrypted, peers) in nets {
             let mtu = match explicit {
                 Some(m) => m,
                 None => {
-                    let mut under = own_mtu;
-                    for p in peers {
-                        under = under.min(route::mtu_towards(&h, p).await?);
-                    }
+                    let under = underlay_mtu(&h, underlay_ip, &peers).await?;
                     let overhead = VXLAN_OVERHEAD + if encrypted { WIREGUARD_OVERHEAD } else { 0 };
                     under.checked_sub(overhead).filter(|m| *m >= 68).ok_or_else(|| {
                         Error::Conflict(format!("network `{name}`: underlay MTU {under} leaves no room for the overlay"))
@@ -81,7 +129,7 @@ pub fn sandbox(config: &Config, net: &Network, mtu: u32) -> Sandbox {
         }),
         addresses,
         vxlan: Some(Vxlan {
-            info: VxlanInfo::wanted(net.vni, config.node.underlay_ip),
+            info: VxlanInfo::wanted(net.vni, vtep(config, net)),
             mtu,
             attached: true,
         }),
@@ -105,6 +153,16 @@ pub fn sandbox(config: &Config, net: &Network, mtu: u32) -> Sandbox {
                 )
             })
             .collect(),
+    }
+}
+
+/// The VXLAN `local` of `net`: the node's tunnel address when encrypted
+/// (so packets go out only through the WireGuard device), else its
+/// underlay address.
+pub fn vtep(config: &Config, net: &Network) -> Ipv4Addr {
+    match (&config.wireguard, net.encrypted) {
+        (Some(wg), true) => wg.tunnel_ip.addr(),
+        _ => config.node.underlay_ip,
     }
 }
 

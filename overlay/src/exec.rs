@@ -9,6 +9,7 @@ use rtnetlink::Handle;
 use crate::error::Error;
 use crate::kernel::link::{self, Link};
 use crate::kernel::{addr, bridge, fdb, neigh, route, veth, vxlan};
+use crate::mesh::{self, DeviceHost};
 use crate::names::{Names, BRIDGE, VXLAN};
 use crate::netns::{self, NsTarget, NsWorker};
 use crate::plan::{Item, Plan, Step};
@@ -40,10 +41,22 @@ impl Executor {
     }
 
     /// Runs every step in order; stops at the first failure. A later `apply`
-    /// converges from wherever this stopped.
-    pub fn run(&mut self, plan: &Plan) -> Result<(), Error> {
+    /// converges from wherever this stopped. `host` keeps any userspace
+    /// WireGuard device the plan creates; without one such a plan is refused
+    /// before anything changes.
+    pub fn run(&mut self, plan: &Plan, mut host: Option<&mut DeviceHost>) -> Result<(), Error> {
+        if plan.needs_host() && host.is_none() {
+            return Err(Error::NeedsHost(self.names.wireguard()));
+        }
         for item in &plan.items {
             tracing::info!("{item}");
+            if let Step::Mesh(m) = &item.step {
+                let alias = self.names.alias_wireguard();
+                let node_ns = self.node_ns.clone();
+                let node = self.node()?;
+                mesh::exec::run(m, node, &node_ns, &alias, host.as_deref_mut())?;
+                continue;
+            }
             self.step(item)?;
         }
         Ok(())
@@ -149,6 +162,7 @@ impl Executor {
                 })
             }
             Step::Attach { id, attachment } => self.attach(&net, &id, attachment),
+            Step::Mesh(m) => Err(Error::Conflict(format!("{m}: not a sandbox step"))),
         }
     }
 

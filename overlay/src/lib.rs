@@ -14,9 +14,12 @@
 //! the namespace first ([`netns::NsWorker`]), never on tokio workers; the
 //! API is blocking, so async callers use `spawn_blocking`.
 //!
-//! Not yet built: encrypted networks (VXLAN over a WireGuard mesh). The
-//! `[wireguard]` section is parsed and documented, but a network with
-//! `encrypted = true` is refused at validation rather than built in clear.
+//! Encrypted networks run their VXLAN over the node's WireGuard device
+//! ([`mesh`]): kernel WireGuard where the module exists, else a userspace
+//! device (boringtun) that lives inside the process hosting it, a
+//! [`DeviceHost`]. So `apply` alone refuses to create a userspace device
+//! (it would die with the command); `shoal-overlay run` hosts it, and any
+//! process can reconfigure a live one through its UAPI socket.
 //!
 //! # Layout
 //! - [`config`]: the file's types and every key, parsing (unknown keys refused).
@@ -30,6 +33,8 @@
 //! - [`desired`]: the state a config asks for, with the MTU from the underlay.
 //! - [`plan`]: the diff between the two, printable.
 //! - [`exec`]: runs a plan.
+//! - [`mesh`]: the node's WireGuard device: backend choice, observe, diff, host.
+//! - [`validate_mesh`]: the rules of the `[wireguard]` section.
 //! - [`error`]: errors naming what failed on what input.
 
 #![forbid(unsafe_code)]
@@ -40,15 +45,18 @@ pub mod error;
 pub mod exec;
 pub mod kernel;
 pub mod mac;
+pub mod mesh;
 pub mod names;
 pub mod netns;
 pub mod observe;
 pub mod plan;
 pub mod state;
 pub mod validate;
+pub mod validate_mesh;
 
 pub use config::Config;
 pub use error::{ConfigError, Error};
+pub use mesh::DeviceHost;
 pub use plan::Plan;
 
 use names::Names;
@@ -83,10 +91,18 @@ impl Overlay {
 
     /// What `apply` would do now. Also checks, before anything changes, that
     /// no new container interface would collide with one shoal does not own.
+    /// When the node needs a WireGuard device, the plan's notes say which
+    /// backend it gets and why.
     pub fn plan(&self) -> Result<Plan, Error> {
         let current = observe::observe(&self.names, &self.node_ns)?;
         let mtus = desired::mtus(&self.config, &self.node_ns)?;
-        let plan = plan::diff(&current, &desired::desired(&self.config, &mtus));
+        let (mesh, note) = self.desired_mesh(current.mesh.as_ref())?;
+        let mut plan = plan::diff_node(
+            &current,
+            mesh.as_ref(),
+            &desired::desired(&self.config, &mtus),
+        );
+        plan.notes.extend(note);
         for item in &plan.items {
             if let (Some(net), plan::Step::Attach { id, attachment }) = (&item.network, &item.step)
             {
@@ -102,13 +118,54 @@ impl Overlay {
         Ok(plan)
     }
 
+    /// The WireGuard device the node should have, and the note reporting
+    /// its backend. An existing kernel or userspace device is kept when the
+    /// file's backend allows it, so `auto` never flips a working device.
+    fn desired_mesh(
+        &self,
+        have: Option<&mesh::Mesh>,
+    ) -> Result<(Option<mesh::Mesh>, Option<String>), Error> {
+        let Some(wg) = self
+            .config
+            .wireguard
+            .as_ref()
+            .filter(|_| self.config.needs_mesh())
+        else {
+            return Ok((None, None));
+        };
+        let Some(mtu) = desired::mesh_mtu(&self.config, &self.node_ns)? else {
+            return Ok((None, None));
+        };
+        let (backend, note) = mesh::probe::choose(wg.backend, &self.names, &self.node_ns)?;
+        let backend = match (have, wg.backend) {
+            (Some(h), config::WireGuardBackend::Auto) if h.config.is_some() => h.backend,
+            _ => backend,
+        };
+        Ok((
+            mesh::desired(&self.config, &self.names, backend, mtu),
+            Some(note),
+        ))
+    }
+
     /// Makes the kernel match the config; returns what was done (empty when
     /// it already matched). Holds the node's lock while it works, so two
-    /// applies for one node never interleave.
+    /// applies for one node never interleave. A plan that must create a
+    /// userspace WireGuard device fails with [`Error::NeedsHost`] before
+    /// anything changes: use [`Overlay::apply_hosting`].
     pub fn apply(&self) -> Result<Plan, Error> {
+        self.apply_with(None)
+    }
+
+    /// [`Overlay::apply`], keeping any userspace WireGuard device it
+    /// creates in `host` (which must outlive the datapath's use of it).
+    pub fn apply_hosting(&self, host: &mut DeviceHost) -> Result<Plan, Error> {
+        self.apply_with(Some(host))
+    }
+
+    fn apply_with(&self, host: Option<&mut DeviceHost>) -> Result<Plan, Error> {
         let _lock = self.lock()?;
         let plan = self.plan()?;
-        exec::Executor::new(self.names.clone(), self.node_ns.clone()).run(&plan)?;
+        exec::Executor::new(self.names.clone(), self.node_ns.clone()).run(&plan, host)?;
         Ok(plan)
     }
 
@@ -117,11 +174,13 @@ impl Overlay {
         Ok(plan::down(&observe::observe(&self.names, &self.node_ns)?))
     }
 
-    /// Removes everything shoal created for this node.
+    /// Removes everything shoal created for this node, the WireGuard device
+    /// included (a userspace one hosted by another process is stopped by
+    /// removing its UAPI socket).
     pub fn down(&self) -> Result<Plan, Error> {
         let _lock = self.lock()?;
         let plan = self.plan_down()?;
-        exec::Executor::new(self.names.clone(), self.node_ns.clone()).run(&plan)?;
+        exec::Executor::new(self.names.clone(), self.node_ns.clone()).run(&plan, None)?;
         Ok(plan)
     }
 

@@ -61,6 +61,25 @@ impl Names {
         format!("{}c{:08x}", self.short, fnv32(endpoint.as_bytes()))
     }
 
+    /// The node's WireGuard device in its namespace, e.g. `s1a2bwg`. A
+    /// userspace device's UAPI socket is named after it, and that path is
+    /// machine-wide, so the name carries the node-unique prefix.
+    pub fn wireguard(&self) -> String {
+        format!("{}wg", self.short)
+    }
+
+    /// A throwaway link made and deleted at once to learn whether the kernel
+    /// has WireGuard.
+    pub fn wireguard_probe(&self) -> String {
+        format!("{}wp", self.short)
+    }
+
+    /// The alias of the WireGuard device. Network names hold no `:`, so it
+    /// never looks like a network's alias (`shoal:<node>:<net>:...`).
+    pub fn alias_wireguard(&self) -> String {
+        format!("{}wg", self.alias_prefix())
+    }
+
     /// What every alias of this node's links starts with.
     pub fn alias_prefix(&self) -> String {
         format!("shoal:{}:", self.node)
@@ -116,6 +135,8 @@ mod tests {
         ] {
             assert!(name.len() <= 15, "{name}");
         }
+        assert!(a.wireguard().len() <= 15 && a.wireguard_probe().len() <= 15);
+        assert_ne!(a.wireguard(), b.wireguard());
         assert_ne!(a.vxlan_staging(4096), b.vxlan_staging(4096));
         assert_ne!(a.veth_host("web1"), b.veth_host("web1"));
         assert_ne!(a.veth_host("web1"), a.veth_host("web2"));

@@ -1,5 +1,6 @@
 //! Reads what shoal owns for a node from the kernel: the node namespace
-//! (strays only), each sandbox, and the container side of each attachment.
+//! (strays and the WireGuard device), each sandbox, and the container side
+//! of each attachment.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -17,11 +18,16 @@ use crate::state::{Attachment, Bridge, NodeState, Sandbox, Vxlan};
 /// Reads the node's current state. `node_ns` is the namespace playing the host.
 pub fn observe(names: &Names, node_ns: &NsTarget) -> Result<NodeState, Error> {
     let prefix = names.alias_prefix();
+    let mesh_alias = names.alias_wireguard();
     let strays = netns::run_in(node_ns, move |h| async move {
         let links = link::list(&h).await?;
         Ok(links
             .into_iter()
-            .filter(|l| l.alias.as_deref().is_some_and(|a| a.starts_with(&prefix)))
+            .filter(|l| {
+                l.alias
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(&prefix) && a != mesh_alias)
+            })
             .map(|l| l.name)
             .collect::<Vec<_>>())
     })?;
@@ -33,7 +39,16 @@ pub fn observe(names: &Names, node_ns: &NsTarget) -> Result<NodeState, Error> {
         let sandbox = observe_sandbox(names, network, &ns)?;
         sandboxes.insert(network.to_string(), sandbox);
     }
-    Ok(NodeState { sandboxes, strays })
+    let mesh = crate::mesh::observe::observe(names, node_ns)?;
+    let guards = netns::run_in(node_ns, |h| async move {
+        Ok(crate::kernel::guard::list(&h).await?.into_iter().collect())
+    })?;
+    Ok(NodeState {
+        sandboxes,
+        strays,
+        mesh,
+        guards,
+    })
 }
 
 /// A host-side veth as found in a sandbox.

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 
 use crate::kernel::vxlan::VxlanInfo;
 use crate::mac::Mac;
+use crate::mesh::{self, Mesh, MeshStep};
 use crate::state::{Attachment, NodeState, Sandbox};
 
 /// One change, in the order it is executed. Each prints as the `ip` or
@@ -92,6 +93,8 @@ pub enum Step {
         /// What to build.
         attachment: Attachment,
     },
+    /// A change to the node's WireGuard device.
+    Mesh(MeshStep),
 }
 
 /// A step and the network it belongs to (`None` for the node namespace).
@@ -108,12 +111,23 @@ pub struct Item {
 pub struct Plan {
     /// In execution order.
     pub items: Vec<Item>,
+    /// What the plan was made with and is worth reporting though it changes
+    /// nothing (e.g. which WireGuard backend the node uses); one line each.
+    pub notes: Vec<String>,
 }
 
 impl Plan {
     /// True when the kernel already matches.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// True when running it needs a [`mesh::DeviceHost`] (a userspace
+    /// WireGuard device must be created).
+    pub fn needs_host(&self) -> bool {
+        self.items
+            .iter()
+            .any(|i| matches!(&i.step, Step::Mesh(m) if m.needs_host()))
     }
 
     fn push(&mut self, network: &str, step: Step) {
@@ -124,8 +138,21 @@ impl Plan {
     }
 }
 
-/// The steps from `current` to `desired` (sandboxes by network name).
+/// The steps from `current` to `desired` (sandboxes by network name), for
+/// a node that should have no WireGuard device.
 pub fn diff(current: &NodeState, desired: &BTreeMap<String, Sandbox>) -> Plan {
+    diff_node(current, None, desired)
+}
+
+/// The steps from `current` to the desired WireGuard device `mesh` and
+/// sandboxes. The device is created or changed before any sandbox (the
+/// VXLAN devices of encrypted networks send through it) and deleted after
+/// the sandboxes that go.
+pub fn diff_node(
+    current: &NodeState,
+    mesh: Option<&Mesh>,
+    desired: &BTreeMap<String, Sandbox>,
+) -> Plan {
     let mut plan = Plan::default();
     for link in &current.strays {
         plan.items.push(Item {
@@ -137,6 +164,17 @@ pub fn diff(current: &NodeState, desired: &BTreeMap<String, Sandbox>) -> Plan {
         if !desired.contains_key(net) {
             teardown(&mut plan, net, sb);
         }
+    }
+    let (add_guards, del_guards) = mesh::step::diff_guards(&current.guards, mesh);
+    let steps = add_guards
+        .into_iter()
+        .chain(mesh::step::diff(current.mesh.as_ref(), mesh))
+        .chain(del_guards);
+    for step in steps {
+        plan.items.push(Item {
+            network: None,
+            step: Step::Mesh(step),
+        });
     }
     let empty = Sandbox::default();
     for (net, want) in desired {
@@ -303,6 +341,7 @@ impl fmt::Display for Item {
                 "attach endpoint `{id}`: veth to br0, {} in netns {} with {} address {} mtu {}, default via {}",
                 a.ifname, a.netns, a.ip, a.mac, a.mtu, a.gateway
             ),
+            Step::Mesh(m) => write!(f, "{m}"),
         }
     }
 }

@@ -13,6 +13,8 @@ fn current(sandboxes: BTreeMap<String, Sandbox>) -> NodeState {
     NodeState {
         sandboxes,
         strays: Vec::new(),
+        mesh: None,
+        guards: Default::default(),
     }
 }
 
@@ -141,4 +143,57 @@ fn down_removes_every_sandbox() {
     assert_eq!(s.len(), 3);
     assert_eq!(s[2], "front: ip netns delete <sandbox>");
     assert!(down(&NodeState::default()).is_empty());
+}
+
+fn a_mesh() -> Mesh {
+    Mesh {
+        dev: "s1234wg".into(),
+        backend: crate::mesh::Backend::Kernel,
+        mtu: 1420,
+        up: true,
+        addresses: ["100.96.0.1/24".parse().unwrap()].into(),
+        config: Some(crate::mesh::MeshConfig {
+            public_key: Some([3; 32]),
+            listen_port: 51820,
+            peers: BTreeMap::new(),
+        }),
+        private_key: Some(crate::mesh::Secret([1; 32])),
+    }
+}
+
+#[test]
+fn the_mesh_comes_before_the_sandboxes_and_goes_after_them() {
+    let plan = diff_node(&NodeState::default(), Some(&a_mesh()), &want(ISSUE_EXAMPLE));
+    let s = steps(&plan);
+    assert_eq!(
+        s[..5],
+        [
+            "node: ip route replace blackhole 100.96.0.0/24 metric 4293942945  # no clear fallback while the device is down",
+            "node: ip link add s1234wg type wireguard mtu 1420; ip link set s1234wg up  # kernel WireGuard",
+            "node: ip addr add 100.96.0.1/24 dev s1234wg",
+            "node: wg set s1234wg private-key <from the file> listen-port 51820",
+            "front: ip netns add <sandbox>; ip link set lo up",
+        ]
+    );
+    assert!(!plan.needs_host(), "a kernel device needs no host");
+    let mut built = current(want(ISSUE_EXAMPLE));
+    built.mesh = Some(a_mesh());
+    built.guards = ["100.96.0.0/24".parse().unwrap()].into();
+    assert!(diff_node(&built, Some(&a_mesh()), &want(ISSUE_EXAMPLE)).is_empty());
+    // the device gone (its `run` stopped): the guard stays, only the device is rebuilt
+    built.mesh = None;
+    let s = steps(&diff_node(&built, Some(&a_mesh()), &want(ISSUE_EXAMPLE)));
+    assert!(s[0].starts_with("node: ip link add s1234wg"), "{s:?}");
+    assert!(!s.iter().any(|l| l.contains("blackhole")), "{s:?}");
+    built.mesh = Some(a_mesh());
+    let s = steps(&down(&built));
+    let n = s.len();
+    assert_eq!(
+        s[n - 3..],
+        [
+            "front: ip netns delete <sandbox>",
+            "node: ip link del s1234wg",
+            "node: ip route del blackhole 100.96.0.0/24 metric 4293942945",
+        ]
+    );
 }

@@ -17,6 +17,11 @@ pub struct NodeState {
     /// Links marked as shoal's that sit in the node namespace, where only a
     /// VXLAN device on its way to a sandbox should ever be (after a crash).
     pub strays: Vec<String>,
+    /// The node's WireGuard device, when it has one.
+    pub mesh: Option<crate::mesh::Mesh>,
+    /// Guard routes (blackholes for the tunnel prefix) in the node
+    /// namespace; they outlive the device on purpose.
+    pub guards: std::collections::BTreeSet<ipnet::Ipv4Net>,
 }
 
 /// One network's sandbox namespace and what it holds.

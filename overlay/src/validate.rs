@@ -12,6 +12,9 @@ use crate::mac::Mac;
 /// /run/netns or a path) exists; see [`crate::netns::exists`].
 pub fn validate(config: &Config, netns_exists: &dyn Fn(&str) -> bool) -> Result<(), ConfigError> {
     check_name("node", &config.node.name, 32)?;
+    if let (Some(wg), true) = (&config.wireguard, config.needs_mesh()) {
+        crate::validate_mesh::check_wireguard(wg)?;
+    }
     if let Some(ns) = &config.node.netns {
         check_netns_name(&format!("node `{}`", config.node.name), ns)?;
         if !netns_exists(ns) {
@@ -54,16 +57,13 @@ pub fn validate(config: &Config, netns_exists: &dyn Fn(&str) -> bool) -> Result<
             ));
         }
         if net.encrypted {
-            if config.wireguard.is_none() {
+            let Some(wg) = &config.wireguard else {
                 return Err(invalid(
                     &item,
                     "encrypted = true needs a [wireguard] section".into(),
                 ));
-            }
-            return Err(invalid(
-                &item,
-                "encrypted = true: the WireGuard mesh is not implemented in this build yet".into(),
-            ));
+            };
+            crate::validate_mesh::check_encrypted_network(wg, net)?;
         }
         if let Some(mtu) = net.mtu {
             if !(68..=65535).contains(&mtu) {
@@ -104,7 +104,7 @@ pub fn validate(config: &Config, netns_exists: &dyn Fn(&str) -> bool) -> Result<
     Ok(())
 }
 
-fn invalid(item: &str, problem: String) -> ConfigError {
+pub(crate) fn invalid(item: &str, problem: String) -> ConfigError {
     ConfigError::Invalid {
         item: item.to_string(),
         problem,

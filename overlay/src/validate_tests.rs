@@ -122,8 +122,68 @@ fn names_and_ranges() {
     );
 }
 
+const PRIV: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+const PUB2: &str = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=";
+
+/// The issue's example made encrypted, with real keys and the remote
+/// behind the peer's tunnel address.
+fn encrypted() -> String {
+    ISSUE_EXAMPLE
+        .replace("encrypted = false", "encrypted = true")
+        .replacen(
+            "private_key = \"<base64>\"",
+            &format!("private_key = \"{PRIV}\""),
+            1,
+        )
+        .replacen(
+            "public_key = \"<base64>\"",
+            &format!("public_key = \"{PUB2}\""),
+            1,
+        )
+        .replace("node_ip = \"198.18.0.2\"", "node_ip = \"100.96.0.2\"")
+}
+
 #[test]
-fn encrypted_networks_are_refused_until_the_mesh_exists() {
+fn an_encrypted_network_with_a_sound_mesh_is_valid() {
+    check(&encrypted()).unwrap();
+}
+
+#[test]
+fn encrypted_networks_need_a_sound_mesh() {
+    let no_wg = encrypted();
+    let start = no_wg.find("[wireguard]").unwrap();
+    let end = no_wg.find("[[network]]").unwrap();
+    let e = check(&format!("{}{}", &no_wg[..start], &no_wg[end..])).unwrap_err();
+    assert_eq!(
+        e,
+        "network `front`: encrypted = true needs a [wireguard] section"
+    );
     let e = check(&ISSUE_EXAMPLE.replace("encrypted = false", "encrypted = true")).unwrap_err();
-    assert!(e.starts_with("network `front`: encrypted = true"), "{e}");
+    assert!(
+        e.starts_with("[wireguard]: private_key `<base64>` is not a base64 WireGuard key"),
+        "{e}"
+    );
+    let e = check(&encrypted().replace(PUB2, "abc")).unwrap_err();
+    assert!(
+        e.starts_with("[[wireguard.peer]] 100.96.0.2: public_key `abc`"),
+        "{e}"
+    );
+    let e = check(&encrypted().replace("tunnel_ip = \"100.96.0.2\"", "tunnel_ip = \"100.97.0.2\""))
+        .unwrap_err();
+    assert!(
+        e.contains("100.97.0.2 is not a host address of this node's mesh 100.96.0.0/24"),
+        "{e}"
+    );
+    let e = check(&encrypted().replace("100.96.0.1/24", "100.96.0.1/32")).unwrap_err();
+    assert!(e.contains("at most /30"), "{e}");
+}
+
+#[test]
+fn an_encrypted_remote_outside_the_mesh_is_refused_not_sent_in_clear() {
+    let e = check(&encrypted().replace("node_ip = \"100.96.0.2\"", "node_ip = \"198.18.0.2\""))
+        .unwrap_err();
+    assert_eq!(
+        e,
+        "network `front`: encrypted, but remote 10.77.0.12 has node_ip 198.18.0.2, which is no [[wireguard.peer]] tunnel_ip: its traffic would leave in clear"
+    );
 }

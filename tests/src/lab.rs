@@ -26,12 +26,14 @@ impl Node {
 /// One test's namespaces. Dropping it (panic included) deletes, in order,
 /// the shoal sandboxes of its nodes, its containers, its nodes and the
 /// underlay (the kernel then frees every link inside them), and the lock
-/// files shoal-overlay keeps for its nodes under /run/shoal.
+/// files shoal-overlay keeps for its nodes under /run/shoal, and every file
+/// registered with [`Lab::remove_on_drop`] (e.g. WireGuard UAPI sockets).
 pub struct Lab {
     prefix: String,
     underlay: String,
     nodes: Vec<Node>,
     containers: Vec<String>,
+    files: Vec<std::path::PathBuf>,
 }
 
 impl Lab {
@@ -46,6 +48,7 @@ impl Lab {
             underlay,
             nodes: Vec::new(),
             containers: Vec::new(),
+            files: Vec::new(),
         };
         ip(&["netns", "add", &lab.underlay]);
         ip_in(&lab.underlay, &["link", "add", "ubr0", "type", "bridge"]);
@@ -105,6 +108,13 @@ impl Lab {
         ns
     }
 
+    /// Removes `path` (if still there) when the lab is dropped: for files a
+    /// test's processes make outside the lab's namespaces, such as a
+    /// userspace WireGuard device's machine-wide UAPI socket.
+    pub fn remove_on_drop(&mut self, path: impl Into<std::path::PathBuf>) {
+        self.files.push(path.into());
+    }
+
     /// Namespaces of this lab still present (including shoal's sandboxes
     /// of its nodes), for leak checks.
     pub fn namespaces(&self) -> Vec<String> {
@@ -133,6 +143,9 @@ impl Drop for Lab {
         order.extend(self.containers.iter().cloned());
         order.extend(self.nodes.iter().map(|n| n.name.clone()));
         order.push(self.underlay.clone());
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
         for node in &self.nodes {
             // shoal-overlay's per-node lock file
             let _ = std::fs::remove_file(format!("/run/shoal/{}.lock", node.name));

@@ -1,14 +1,19 @@
 //! `shoal-overlay`: applies a desired-state file to this machine's kernel.
 //!
 //! Exit codes: 0 on success, 1 when the kernel refused a change, 2 for bad
-//! arguments or a bad file (one line naming the problem; nothing changed).
+//! arguments or a bad file (one line naming the problem; nothing changed),
+//! and for `apply` of a file whose encrypted network needs a userspace
+//! WireGuard device (only `run` can host one; nothing changed).
+//!
+//! When the node needs a WireGuard device, `apply`, `diff` and `run` first
+//! print one line starting `wireguard:` that names its backend and why.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shoal_overlay::{Config, Error, Overlay};
+use shoal_overlay::{Config, DeviceHost, Error, Overlay, Plan};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// The shoal overlay datapath: VXLAN sandboxes, container attach, static
@@ -38,7 +43,9 @@ enum Command {
         file: PathBuf,
     },
     /// Apply FILE, stay in the foreground and re-apply on SIGHUP; on SIGTERM
-    /// or SIGINT exit and leave the datapath in place.
+    /// or SIGINT exit and leave the datapath in place, except a userspace
+    /// WireGuard device, which lives in this process and stops with it
+    /// (encrypted networks resume when `run` starts again).
     Run {
         /// The desired-state file.
         file: PathBuf,
@@ -104,13 +111,13 @@ fn once(
         Err(code) => return code,
     };
     match op(&overlay) {
-        Ok(plan) if plan.is_empty() => {
-            println!("no changes");
+        Ok(plan) => {
+            report(&plan, None);
             ExitCode::SUCCESS
         }
-        Ok(plan) => {
-            print!("{plan}");
-            ExitCode::SUCCESS
+        Err(e @ Error::NeedsHost(_)) => {
+            eprintln!("shoal-overlay: {}: {e}", file.display());
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("shoal-overlay: {e}");
@@ -119,14 +126,36 @@ fn once(
     }
 }
 
+/// Prints the plan's notes, then its steps (after `header`) or `no changes`.
+fn report(plan: &Plan, header: Option<&str>) {
+    for note in &plan.notes {
+        println!("{note}");
+    }
+    match (plan.is_empty(), header) {
+        (true, None) => println!("no changes"),
+        (true, Some(h)) => println!("{h} no changes"),
+        (false, None) => print!("{plan}"),
+        (false, Some(h)) => print!("{h}\n{plan}"),
+    }
+}
+
 fn run(file: PathBuf) -> ExitCode {
     let overlay = match load(&file) {
         Ok(o) => o,
         Err(code) => return code,
     };
-    if let Err(e) = overlay.apply().map(|p| print!("{p}")) {
-        eprintln!("shoal-overlay: {e}");
-        return ExitCode::FAILURE;
+    let mut host = DeviceHost::new();
+    match overlay.apply_hosting(&mut host) {
+        Ok(plan) => {
+            for note in &plan.notes {
+                println!("{note}");
+            }
+            print!("{plan}");
+        }
+        Err(e) => {
+            eprintln!("shoal-overlay: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,7 +167,7 @@ fn run(file: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(file)) {
+    match rt.block_on(serve(file, host)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shoal-overlay: {e:#}");
@@ -149,25 +178,46 @@ fn run(file: PathBuf) -> ExitCode {
 
 /// Waits for signals: SIGHUP re-reads and re-applies FILE (a bad file or a
 /// failed apply is reported and the last good state stays); SIGTERM/SIGINT
-/// end the process, leaving the datapath as it is.
-async fn serve(file: PathBuf) -> anyhow::Result<()> {
+/// end the process, leaving the datapath as it is but for the userspace
+/// WireGuard devices `host` keeps, which stop when it is dropped.
+async fn serve(file: PathBuf, host: DeviceHost) -> anyhow::Result<()> {
+    let mut host = Some(host);
     let mut hup = signal(SignalKind::hangup()).context("listen for SIGHUP")?;
     let mut term = signal(SignalKind::terminate()).context("listen for SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("listen for SIGINT")?;
     println!("ready");
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let Some(h) = host.take() else { continue };
+                let (stopped, h) = tokio::task::spawn_blocking(move || (h.stopped(), h))
+                    .await
+                    .context("device check task")?;
+                host = Some(h);
+                if !stopped.is_empty() {
+                    println!(
+                        "wireguard: userspace device {} stopped on its own (a SIGTERM/SIGINT reached it, or `down` removed its socket); exiting",
+                        stopped.join(", ")
+                    );
+                    return Ok(());
+                }
+            }
             _ = hup.recv() => {
                 let f = file.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let overlay = Config::load(&f).map_err(Error::from).and_then(Overlay::new)?;
-                    overlay.apply()
+                let mut h = host.take().context("device host")?;
+                let (outcome, h) = tokio::task::spawn_blocking(move || {
+                    let outcome = Config::load(&f)
+                        .map_err(Error::from)
+                        .and_then(Overlay::new)
+                        .and_then(|o| o.apply_hosting(&mut h));
+                    (outcome, h)
                 })
                 .await
                 .context("re-apply task")?;
+                host = Some(h);
                 match outcome {
-                    Ok(plan) if plan.is_empty() => println!("reloaded: no changes"),
-                    Ok(plan) => print!("reloaded:\n{plan}"),
+                    Ok(plan) => report(&plan, Some("reloaded:")),
                     Err(e) => eprintln!("shoal-overlay: reload of {} failed, keeping the datapath: {e}", file.display()),
                 }
             }

@@ -6,6 +6,7 @@
 pub mod addr;
 pub mod bridge;
 pub mod fdb;
+pub mod guard;
 pub mod link;
 pub mod neigh;
 pub mod route;

@@ -4,5 +4,7 @@
 
 mod cli;
 mod datapath;
+mod encrypted;
+mod mesh;
 mod reconcile;
 mod support;
