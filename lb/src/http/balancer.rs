@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
+use http::HeaderValue;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -14,7 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 use tokio::time::Instant;
 
-use super::forwarded::{forwarded, forwarded_element, x_forwarded_for};
+use super::forwarded::{forwarded_for, x_forwarded_for};
 use super::serve::HttpListener;
 use super::upstream::ProxyV2Connect;
 use crate::endpoint::{ConnGuard, Endpoint};
@@ -97,16 +98,14 @@ impl ProxyHttp for Balancer {
         let l = self.listener()?;
         let http = self.http()?;
         let settings = l.settings();
+        let s = http.settings();
         let now = Instant::now();
         if let Some(prev) = ctx.current.take() {
             // A retry: the previous attempt failed before a response.
             ctx.tried.push(prev.endpoint().addr());
-            let over_time = !http.settings().total_timeout.is_zero()
-                && now.saturating_duration_since(ctx.started) >= http.settings().total_timeout;
-            if over_time
-                || ctx.tried.len() > http.settings().retries as usize
-                || !http.budget().try_retry(now)
-            {
+            let over_time = !s.total_timeout.is_zero()
+                && now.saturating_duration_since(ctx.started) >= s.total_timeout;
+            if over_time || ctx.tried.len() > s.retries as usize || !http.budget().try_retry(now) {
                 http.stats.retries_denied.fetch_add(1, Relaxed);
                 return Error::e_explain(
                     ErrorType::HTTPStatus(502),
@@ -120,7 +119,7 @@ impl ProxyHttp for Balancer {
         let client = client_of(session);
         let key = {
             let headers = session.req_header();
-            http.settings().hash_key.key(
+            s.hash_key.key(
                 |name| {
                     headers
                         .headers
@@ -140,7 +139,6 @@ impl ProxyHttp for Balancer {
         ctx.current = Some(ep.open());
         let o = &mut peer.options;
         o.connection_timeout = Some(settings.connect_timeout);
-        let s = http.settings();
         if !s.read_timeout.is_zero() {
             o.read_timeout = Some(s.read_timeout);
         }
@@ -191,16 +189,18 @@ impl ProxyHttp for Balancer {
         } else {
             "http"
         };
-        let xff = x_forwarded_for(
-            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+        let h = &req.headers;
+        let xff = x_forwarded_for(h.get("x-forwarded-for").map(|v| v.as_bytes()), client.ip());
+        let fwd = forwarded_for(
+            h.get("forwarded").map(|v| v.as_bytes()),
             client.ip(),
+            server_of(session),
+            proto,
+            h.get("host").map(|v| v.as_bytes()),
         );
-        let host = req.headers.get("host").map(|v| v.as_bytes().to_vec());
-        let element = forwarded_element(client.ip(), server_of(session), proto, host.as_deref());
-        let fwd = forwarded(req.headers.get("forwarded").map(|v| v.as_bytes()), &element);
         req.insert_header("x-forwarded-for", xff)?;
         req.insert_header("forwarded", fwd)?;
-        req.insert_header("x-forwarded-proto", proto)?;
+        req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto))?;
         Ok(())
     }
 

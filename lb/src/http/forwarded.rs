@@ -2,17 +2,18 @@
 //! a trusted front already set), RFC 7239 `Forwarded`, and
 //! `X-Forwarded-Proto`.
 
+use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
 
 /// The `X-Forwarded-For` value: `existing, client`.
 pub fn x_forwarded_for(existing: Option<&[u8]>, client: IpAddr) -> String {
-    match existing
-        .and_then(|e| std::str::from_utf8(e).ok())
-        .map(str::trim)
-    {
-        Some(e) if !e.is_empty() => format!("{e}, {client}"),
-        _ => client.to_string(),
+    let mut s = String::with_capacity(48);
+    if let Some(e) = trimmed(existing) {
+        s.push_str(e);
+        s.push_str(", ");
     }
+    let _ = write!(s, "{client}");
+    s
 }
 
 /// One RFC 7239 `Forwarded` element for this hop (IPv6 quoted and
@@ -23,35 +24,77 @@ pub fn forwarded_element(
     proto: &str,
     host: Option<&[u8]>,
 ) -> String {
-    let node = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    let mut s = String::with_capacity(96);
+    push_element(&mut s, client, by, proto, host);
+    s
+}
+
+/// The `Forwarded` value: `existing, element`.
+pub fn forwarded(existing: Option<&[u8]>, element: &str) -> String {
+    match trimmed(existing) {
+        Some(e) => format!("{e}, {element}"),
+        None => element.to_string(),
+    }
+}
+
+/// `forwarded(existing, &forwarded_element(client, by, proto, host))`,
+/// built in one allocation.
+pub fn forwarded_for(
+    existing: Option<&[u8]>,
+    client: IpAddr,
+    by: Option<SocketAddr>,
+    proto: &str,
+    host: Option<&[u8]>,
+) -> String {
+    let e = trimmed(existing);
+    let mut s = String::with_capacity(96 + e.map_or(0, |e| e.len() + 2));
+    if let Some(e) = e {
+        s.push_str(e);
+        s.push_str(", ");
+    }
+    push_element(&mut s, client, by, proto, host);
+    s
+}
+
+/// A previous hop's value, if it is UTF-8 and not blank.
+fn trimmed(existing: Option<&[u8]>) -> Option<&str> {
+    existing
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+}
+
+fn push_element(
+    s: &mut String,
+    client: IpAddr,
+    by: Option<SocketAddr>,
+    proto: &str,
+    host: Option<&[u8]>,
+) {
+    let node = |s: &mut String, ip: IpAddr| {
+        let _ = match ip {
+            IpAddr::V4(v4) => write!(s, "{v4}"),
+            IpAddr::V6(v6) => write!(s, "\"[{v6}]\""),
+        };
     };
-    let mut s = format!("for={}", node(client));
+    s.push_str("for=");
+    node(s, client);
     if let Some(by) = by {
-        s.push_str(&format!(";by={}", node(by.ip())));
+        s.push_str(";by=");
+        node(s, by.ip());
     }
     if let Some(h) = host.and_then(|h| std::str::from_utf8(h).ok()) {
         if !h.is_empty()
             && h.bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
         {
-            s.push_str(&format!(";host=\"{h}\""));
+            s.push_str(";host=\"");
+            s.push_str(h);
+            s.push('"');
         }
     }
-    s.push_str(&format!(";proto={proto}"));
-    s
-}
-
-/// The `Forwarded` value: `existing, element`.
-pub fn forwarded(existing: Option<&[u8]>, element: &str) -> String {
-    match existing
-        .and_then(|e| std::str::from_utf8(e).ok())
-        .map(str::trim)
-    {
-        Some(e) if !e.is_empty() => format!("{e}, {element}"),
-        _ => element.to_string(),
-    }
+    s.push_str(";proto=");
+    s.push_str(proto);
 }
 
 #[cfg(test)]
@@ -91,5 +134,24 @@ mod tests {
             forwarded_element(v4, None, "http", Some(b"a\"b")),
             "for=192.0.2.60;proto=http"
         );
+    }
+
+    #[test]
+    fn forwarded_for_is_forwarded_of_the_element() {
+        let v4: IpAddr = "192.0.2.60".parse().unwrap();
+        let v6: IpAddr = "2001:db8:cafe::17".parse().unwrap();
+        let by: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        for existing in [None, Some(&b""[..]), Some(b" for=1.2.3.4 "), Some(b"\xff")] {
+            for (client, by, host) in [
+                (v4, None, None),
+                (v6, Some(by), Some(&b"example.com"[..])),
+                (v4, Some(by), Some(b"bad host")),
+            ] {
+                assert_eq!(
+                    forwarded_for(existing, client, by, "https", host),
+                    forwarded(existing, &forwarded_element(client, by, "https", host))
+                );
+            }
+        }
     }
 }

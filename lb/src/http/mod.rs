@@ -13,6 +13,7 @@
 //! - [`budget`]: the retry budget.
 //! - [`hash_key`]: where hash policies take their key from.
 //! - [`forwarded`]: `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`.
+//! - [`io`]: the write buffer in front of client connections.
 //! - [`serve`]: the listener's HTTP state and the hand-off to pingora.
 //! - [`stats`]: status-class counters and latency histograms.
 //! - [`tls`]: certificates and the TLS acceptor (ALPN h2, http/1.1).
@@ -30,6 +31,7 @@ pub mod balancer;
 pub mod budget;
 pub mod forwarded;
 pub mod hash_key;
+pub mod io;
 pub mod serve;
 pub mod stats;
 pub mod tls;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::balancer::Balancer;
 use super::budget::RetryBudget;
+use super::io::Buffered;
 use super::stats::ListenerHttpStats;
 use super::HttpSettings;
 use pingora_core::listeners::tls::Acceptor;
@@ -131,10 +132,11 @@ impl HttpListener {
         let _ = digest.local_addr.set(local.map(Into::into));
         stream.set_socket_digest(digest);
         let shutdown = self.shutdown.subscribe();
+        // Buffered: see `super::io` (one write per small response).
         let first: pingora_core::protocols::Stream = match self.tls.load_full() {
-            None => Box::new(stream),
+            None => Box::new(Buffered::new(stream)),
             Some(acceptor) => match acceptor.tls_handshake(stream).await {
-                Ok(tls) => Box::new(tls),
+                Ok(tls) => Box::new(Buffered::new(tls)),
                 Err(e) => {
                     tracing::debug!(%client, error = %e, "TLS handshake failed");
                     return;
