@@ -11,6 +11,8 @@
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
 //! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
+//! - [`translate`]: a snapshot turned into the overlay's desired state, the
+//!   DNS record set and the balancer's listeners, for one node.
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
@@ -18,3 +20,4 @@ pub mod alloc;
 pub mod ipam;
 pub mod model;
 pub mod store;
+pub mod translate;
