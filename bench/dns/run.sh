@@ -13,6 +13,10 @@
 # Knobs: DURATION (s, default 10), SERVICES (1000), TASKS (3 per service),
 # CLIENTS (dnsperf -c, 16), OUTSTANDING (dnsperf -q, 200), SERVER_CPU (0),
 # CLIENT_CPU (1), BIG_SERVICES x BIG_TASKS (1000 x 1000; BIG_TASKS=0 skips).
+# CALLGRIND_ONLY=1: only the callgrind counts, printed, RESULTS.md untouched
+# (=shoal: shoal-dns's only); the A/B measure while optimizing: quick, and
+# steady under other load. CG_KEEP=DIR keeps the callgrind output files
+# there (NAME.none.out, NAME.q20k.txt.out) for callgrind_annotate.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +31,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 BIG_SERVICES=${BIG_SERVICES:-1000}
 BIG_TASKS=${BIG_TASKS:-1000}
 OUT=${OUT:-$HERE/RESULTS.md}
+CALLGRIND_ONLY=${CALLGRIND_ONLY:-0}
+CG_KEEP=${CG_KEEP:-}
 
 for tool in dnsperf unbound taskset python3; do
     command -v "$tool" >/dev/null || { echo "run.sh: needs $tool (apt-get install dnsperf unbound util-linux python3)" >&2; exit 2; }
@@ -104,6 +110,7 @@ stop() {
     kill -KILL "$1" 2>/dev/null || true
 }
 
+if [ "$CALLGRIND_ONLY" = 0 ]; then
 echo "shoal-dns on cpu $SERVER_CPU ..." >&2
 RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN" --config "$WORK/shoal.toml" --threads 1 > "$WORK/shoal.out" &
 SHOAL_PID=$!
@@ -119,12 +126,14 @@ PIDS+=("$UNBOUND_PID")
 wait_answering "$PORT_UNBOUND" || { cat "$WORK/unbound.out" >&2; exit 1; }
 read -r UB_QPS UB_LAT UB_LOST UB_CPU < <(perf "$PORT_UNBOUND" "$UNBOUND_PID")
 stop "$UNBOUND_PID"
+fi
 
 per_core() { python3 -c "import sys; q,c=float(sys.argv[1]),float(sys.argv[2]); print('%.0f' % (q*100/c) if c else 'n/a')" "$1" "$2"; }
 # Total instructions of "$@" under callgrind, serving port $1 with query
 # file $2 (or "none") sent once at 2000 queries/s.
 callgrind_total() {
-    local port=$1 queries=$2 out="$WORK/cg.$RANDOM"
+    local port=$1 queries=$2 out="$WORK/cg.$RANDOM" queries_name
+    queries_name=$(basename "$2")
     shift 2
     valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$out.log" 2>&1 &
     local pid=$!
@@ -135,6 +144,10 @@ callgrind_total() {
     fi
     kill -TERM "$pid"
     wait "$pid" || true
+    if [ -n "$CG_KEEP" ]; then
+        mkdir -p "$CG_KEEP"
+        cp "$out" "$CG_KEEP/$(basename "$1").$queries_name.out"
+    fi
     callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
 }
 
@@ -146,11 +159,24 @@ if command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null; t
     head -20000 "$WORK/queries.txt" > "$WORK/q20k.txt"
     S0=$(RUST_LOG=warn callgrind_total "$PORT_SHOAL" none "$BIN" --config "$WORK/shoal.toml" --threads 1)
     S1=$(RUST_LOG=warn callgrind_total "$PORT_SHOAL" "$WORK/q20k.txt" "$BIN" --config "$WORK/shoal.toml" --threads 1)
-    U0=$(callgrind_total "$PORT_UNBOUND" none unbound -d -c "$WORK/unbound.conf")
-    U1=$(callgrind_total "$PORT_UNBOUND" "$WORK/q20k.txt" unbound -d -c "$WORK/unbound.conf")
+    if [ "$CALLGRIND_ONLY" = shoal ]; then
+        U0=0 U1=0
+    else
+        U0=$(callgrind_total "$PORT_UNBOUND" none unbound -d -c "$WORK/unbound.conf")
+        U1=$(callgrind_total "$PORT_UNBOUND" "$WORK/q20k.txt" unbound -d -c "$WORK/unbound.conf")
+    fi
     S_IPQ=$(( (S1 - S0) / 20000 ))
     U_IPQ=$(( (U1 - U0) / 20000 ))
     CG_LINE="| $S_IPQ | $U_IPQ | **$(ratio "$U_IPQ" "$S_IPQ")x** |"
+fi
+if [ "$CALLGRIND_ONLY" != 0 ]; then
+    [ -n "${S_IPQ:-}" ] || { echo "run.sh: CALLGRIND_ONLY needs valgrind" >&2; exit 2; }
+    if [ "$CALLGRIND_ONLY" = shoal ]; then
+        echo "instructions/query: shoal-dns $S_IPQ"
+    else
+        echo "instructions/query: shoal-dns $S_IPQ, unbound $U_IPQ, unbound/shoal $(ratio "$U_IPQ" "$S_IPQ")x"
+    fi
+    exit 0
 fi
 
 BIG_LINE="(skipped: BIG_TASKS=0)"

@@ -13,6 +13,7 @@ use hickory_proto::op::{LowerQuery, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rand::seq::{index, SliceRandom};
+use rand::Rng;
 
 use crate::name::{self, QueryKey};
 use crate::snapshot::{Addrs, Entry, Snapshot, SrvTarget, View};
@@ -37,7 +38,7 @@ pub(crate) enum Answer {
 }
 
 /// What a relative name resolved to in a view.
-enum Found<'a> {
+pub(crate) enum Found<'a> {
     Entry(&'a Entry),
     /// The name of a network itself (`front`): exists, holds nothing.
     Apex,
@@ -136,7 +137,7 @@ fn nodata(soa: Option<Box<Record>>) -> Answer {
 
 /// Finds a relative name (`web`, `web.front`, `tasks.web`) in a view: first
 /// as it is in every table, then as `<name>.<network>` in that network's.
-fn lookup<'a>(view: &'a View, rel: &[u8]) -> Found<'a> {
+pub(crate) fn lookup<'a>(view: &'a View, rel: &[u8]) -> Found<'a> {
     if let Some(entry) = view.tables.iter().find_map(|t| t.names.get(rel)) {
         return Found::Entry(entry);
     }
@@ -226,13 +227,14 @@ fn srv_records(
     let mut answers = Vec::with_capacity(order.len());
     let mut additionals = Vec::with_capacity(order.len());
     for target in order.into_iter().filter_map(|i| targets.get(i)) {
-        let srv = SRV::new(0, 10, target.port, target.target.clone());
+        let name = target.name();
+        let srv = SRV::new(0, 10, target.port, name.clone());
         answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
         let data = match target.ip {
             IpAddr::V4(ip) => RData::A(A(ip)),
             IpAddr::V6(ip) => RData::AAAA(AAAA(ip)),
         };
-        additionals.push(Record::from_rdata(target.target.clone(), ttl, data));
+        additionals.push(Record::from_rdata(name, ttl, data));
     }
     (answers, additionals)
 }
@@ -247,18 +249,27 @@ fn pick<T: Copy>(items: &[T], shuffle: bool, limit: usize) -> Vec<T> {
 }
 
 fn pick_indices(len: usize, shuffle: bool, limit: usize) -> Vec<usize> {
+    pick_indices_with(len, shuffle, limit, &mut rand::thread_rng())
+}
+
+/// The indices [`pick`] takes, drawn from `rng`.
+pub(crate) fn pick_indices_with<R: Rng + ?Sized>(
+    len: usize,
+    shuffle: bool,
+    limit: usize,
+    rng: &mut R,
+) -> Vec<usize> {
     let take = len.min(limit);
     if !shuffle || len < 2 {
         return (0..take).collect();
     }
-    let mut rng = rand::thread_rng();
     if take == len {
         let mut all: Vec<usize> = (0..len).collect();
-        all.shuffle(&mut rng);
+        all.shuffle(rng);
         all
     } else {
         // A random sample costs O(take), not O(len), for huge services.
-        index::sample(&mut rng, len, take).into_vec()
+        index::sample(rng, len, take).into_vec()
     }
 }
 

@@ -14,7 +14,7 @@
 //! # Layout
 //! - [`records`]: the input data (record set, network, service, task, port).
 //! - [`snapshot`]: a record set checked and compiled into per-network
-//!   tables; immutable.
+//!   tables; immutable. `hash`: the tables' hasher.
 //! - `name`: configured-name checks and query names as lookup keys.
 //! - `answer`: one question against one view: pure, no I/O.
 //! - [`handler`]: the hickory `RequestHandler` of a view: loads the
@@ -25,9 +25,11 @@
 //!   network: `udp` (our loop: answers in place, spawns only forwards) and
 //!   hickory's for TCP; [`server::bind`] binds UDP and TCP on one port.
 //! - [`wire`]: bytes in, bytes out through the handler, without a socket:
-//!   the steps the UDP loop runs, and the fuzz target's entry; `fast`
-//!   writes local replies straight to the wire (hickory's encoder is the
-//!   fallback, and the only one on TCP).
+//!   the steps the UDP loop runs, and the fuzz target's entry. `fast`
+//!   answers the common UDP request straight from its bytes (no hickory
+//!   parse, no allocation), and writes the general path's local replies
+//!   straight to the wire (hickory's encoder is the fallback, and the only
+//!   one on TCP).
 //! - [`config`]: the `shoal-dns` TOML file; [`error`]: the edge errors.
 //!
 //! The `shoal-dns` binary (`src/bin/shoal-dns.rs`) serves a config file and
@@ -42,6 +44,7 @@ pub mod error;
 mod fast;
 pub mod forward;
 pub mod handler;
+mod hash;
 mod name;
 pub mod records;
 pub mod server;

@@ -87,7 +87,16 @@ impl Dns {
             .clamp(1, 4);
         let mut udp_loops = Vec::new();
         for socket in udp {
-            let socket = Arc::new(socket);
+            let addr = socket.local_addr().ok();
+            let socket = match crate::udp::socket(socket) {
+                Ok(socket) => socket,
+                Err(error) => {
+                    // Only if the runtime cannot register a socket (out of
+                    // memory); the other listeners go on.
+                    tracing::error!(%error, ?addr, network, "cannot serve UDP socket");
+                    continue;
+                }
+            };
             for _ in 0..loops {
                 udp_loops.push(tokio::spawn(crate::udp::serve(
                     handler.clone(),

@@ -2,7 +2,7 @@
 //! immutable once built. The server holds one behind an `ArcSwap`; an
 //! update builds a new one and swaps it in, so a query never waits.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,7 +11,9 @@ use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record};
 
 use crate::error::{Location, Problem, RecordError};
+use crate::fast;
 use crate::forward::Forwarding;
+use crate::hash::{FastMap, FastSet};
 use crate::name;
 use crate::records::{EndpointMode, Network, RecordSet, Service};
 
@@ -23,7 +25,10 @@ pub struct Snapshot {
     pub(crate) ttl: u32,
     /// The SOA of the cluster domain, sent with negative answers.
     pub(crate) soa: Record,
-    views: HashMap<Box<str>, View>,
+    /// The same SOA record on the wire (owner name uncompressed), for the
+    /// fast path's negative answers.
+    pub(crate) soa_wire: Box<[u8]>,
+    views: FastMap<Box<str>, View>,
     pub(crate) forwarding: Forwarding,
 }
 
@@ -40,11 +45,11 @@ pub(crate) struct Table {
     /// The network's name as a key.
     pub(crate) name: Box<[u8]>,
     /// Relative names (`web`, `tasks.web`, `web.1`, `_http._tcp.web`).
-    pub(crate) names: HashMap<Box<[u8]>, Entry>,
+    pub(crate) names: FastMap<Box<[u8]>, Entry>,
     /// Task IPs and VIPs to their canonical names (`web.1.front.shoal.`),
     /// kept as text: a `Name` per task would cost far more memory, and PTR
     /// queries are rare enough to parse it per answer.
-    pub(crate) reverse: HashMap<IpAddr, Box<str>>,
+    pub(crate) reverse: FastMap<IpAddr, Box<str>>,
 }
 
 /// What a name holds.
@@ -70,8 +75,42 @@ pub(crate) struct Addrs {
 #[derive(Debug)]
 pub(crate) struct SrvTarget {
     pub(crate) port: u16,
-    pub(crate) target: Name,
+    /// The target name in wire form (`\x03web\x05front\x05shoal\x00`):
+    /// what the fast path copies out; [`SrvTarget::name`] for the rest.
+    pub(crate) target: Box<[u8]>,
     pub(crate) ip: IpAddr,
+}
+
+impl SrvTarget {
+    /// The target as a `Name`.
+    pub(crate) fn name(&self) -> Name {
+        let mut labels = Vec::new();
+        let mut rest = &self.target[..];
+        while let Some((&len, tail)) = rest.split_first() {
+            let Some(label) = tail.get(..usize::from(len)).filter(|l| !l.is_empty()) else {
+                break;
+            };
+            labels.push(label);
+            rest = &tail[label.len()..];
+        }
+        Name::from_labels(labels).unwrap_or_else(|_| Name::root())
+    }
+}
+
+/// A checked, absolute dotted name (`web.front.shoal.`) in wire form;
+/// `None` if a label is empty or too long, or the name is.
+fn wire_name(fqdn: &str) -> Option<Box<[u8]>> {
+    let mut out = Vec::with_capacity(fqdn.len() + 1);
+    for label in fqdn.trim_end_matches('.').split('.') {
+        out.push(
+            u8::try_from(label.len())
+                .ok()
+                .filter(|&l| (1..=63).contains(&l))?,
+        );
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    (out.len() <= 255).then(|| out.into_boxed_slice())
 }
 
 impl Addrs {
@@ -131,7 +170,8 @@ impl Snapshot {
             }
             tables.push(Arc::new(table));
         }
-        let mut views = HashMap::with_capacity(tables.len());
+        let mut views = FastMap::default();
+        views.reserve(tables.len());
         for (i, network) in records.networks.iter().enumerate() {
             let mut view = View {
                 tables: vec![tables[i].clone()],
@@ -152,10 +192,17 @@ impl Snapshot {
             views.insert(network.name.as_str().into(), view);
         }
         let soa = soa_record(&domain, records.ttl);
+        // Should it not encode (it always does), the fast path leaves
+        // negative answers to the general one.
+        let mut soa_wire = Vec::new();
+        if fast::write_record(&mut soa_wire, &soa, false).is_none() {
+            soa_wire.clear();
+        }
         Ok(Self {
             domain: name::key(&domain),
             ttl: records.ttl,
             soa,
+            soa_wire: soa_wire.into(),
             views,
             forwarding,
         })
@@ -221,10 +268,12 @@ fn build_table(i: usize, network: &Network, domain: &str) -> Result<Table, Recor
     let services = network.services.len();
     let mut table = Table {
         name: name::key(&network.name),
-        names: HashMap::with_capacity(tasks + 2 * services + ports),
-        reverse: HashMap::with_capacity(tasks + services),
+        names: FastMap::default(),
+        reverse: FastMap::default(),
     };
-    let mut unhealthy: HashSet<Box<[u8]>> = HashSet::new();
+    table.names.reserve(tasks + 2 * services + ports);
+    table.reverse.reserve(tasks + services);
+    let mut unhealthy: FastSet<Box<[u8]>> = FastSet::default();
     let suffix = format!("{}.{domain}.", network.name.to_ascii_lowercase());
     for (s, service) in network.services.iter().enumerate() {
         add_service(&mut table, &mut unhealthy, &suffix, i, s, service)?;
@@ -234,7 +283,7 @@ fn build_table(i: usize, network: &Network, domain: &str) -> Result<Table, Recor
 
 fn add_service(
     table: &mut Table,
-    unhealthy: &mut HashSet<Box<[u8]>>,
+    unhealthy: &mut FastSet<Box<[u8]>>,
     suffix: &str,
     i: usize,
     s: usize,
@@ -253,7 +302,7 @@ fn add_service(
     // Every name is unique in the network, whether or not its task is
     // healthy: a name is taken if it is in the table or set aside.
     let check_free = |table: &Table,
-                      unhealthy: &HashSet<Box<[u8]>>,
+                      unhealthy: &FastSet<Box<[u8]>>,
                       key: &[u8],
                       field: &dyn Fn() -> String,
                       shown: &str| {
@@ -271,7 +320,7 @@ fn add_service(
     name::check(&service.name, false).map_err(|r| invalid("name".into(), &service.name, r))?;
     let fqdn = |n: &str| format!("{}.{suffix}", n.to_ascii_lowercase());
     let service_fqdn = fqdn(&service.name);
-    let service_name = Name::from_ascii(&service_fqdn).map_err(|_| {
+    let service_name = wire_name(&service_fqdn).ok_or_else(|| {
         invalid(
             "name".into(),
             &service.name,
@@ -352,7 +401,7 @@ fn add_service(
                 .filter_map(|(ip, task)| {
                     Some(SrvTarget {
                         port: port.port,
-                        target: Name::from_ascii(fqdn(task)).ok()?,
+                        target: wire_name(&fqdn(task))?,
                         ip: *ip,
                     })
                 })

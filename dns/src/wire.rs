@@ -3,7 +3,10 @@
 //! size limit), without a socket.
 //!
 //! The UDP loop (the `udp` module) runs exactly this; the fuzz target
-//! and the random-bytes tests drive it through [`respond`].
+//! and the random-bytes tests drive it through [`respond`]. Over UDP the
+//! common request is answered by `fast::answer` straight from its bytes;
+//! everything else takes the general path: hickory's parser, the handler,
+//! and an encoder.
 
 use std::net::SocketAddr;
 
@@ -13,6 +16,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, B
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use rand::Rng;
 
 use crate::fast;
 use crate::handler::{Step, ViewHandler};
@@ -22,37 +26,73 @@ use crate::snapshot::Snapshot;
 pub(crate) enum Processed {
     /// No reply: shorter than a header, or a response rather than a query.
     Silent,
-    /// The encoded reply.
-    Reply(Vec<u8>),
+    /// The encoded reply is in the caller's buffer.
+    Reply,
     /// The parsed request, to be forwarded (see [`finish`]).
     Forward(Box<Request>),
 }
 
-/// Everything up to the upstreams, without waiting: as hickory's server
-/// loop does, a readable header with an unreadable rest gets FORMERR.
-pub(crate) fn process(
+/// Everything up to the upstreams, without waiting: a reply is written to
+/// `out` (over UDP shuffles draw from `rng`). As hickory's server loop
+/// does, a readable header with an unreadable rest gets FORMERR.
+pub(crate) fn process<R: Rng + ?Sized>(
     handler: &ViewHandler,
     snap: &Snapshot,
     bytes: &[u8],
     src: SocketAddr,
     protocol: Protocol,
+    rng: &mut R,
+    out: &mut Vec<u8>,
 ) -> Processed {
+    if matches!(protocol, Protocol::Udp) {
+        if let Some(view) = snap.view(handler.network()) {
+            if fast::answer(snap, view, bytes, rng, out).is_some() {
+                return Processed::Reply;
+            }
+        }
+    }
+    let processed = general(handler, snap, bytes, src, protocol);
+    match processed {
+        General::Silent => Processed::Silent,
+        General::Reply(reply) => {
+            *out = reply;
+            Processed::Reply
+        }
+        General::Forward(request) => Processed::Forward(request),
+    }
+}
+
+/// What the general path made of a request.
+pub(crate) enum General {
+    Silent,
+    Reply(Vec<u8>),
+    Forward(Box<Request>),
+}
+
+/// The general path: hickory's parser, the handler, an encoder.
+pub(crate) fn general(
+    handler: &ViewHandler,
+    snap: &Snapshot,
+    bytes: &[u8],
+    src: SocketAddr,
+    protocol: Protocol,
+) -> General {
     let Ok(header) = Header::read(&mut BinDecoder::new(bytes)) else {
-        return Processed::Silent;
+        return General::Silent;
     };
     let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
         Ok(request) => request,
         Err(_) => {
             let Ok(queries) = Queries::read(&mut BinDecoder::new(&[]), 0) else {
-                return Processed::Silent;
+                return General::Silent;
             };
             let response = MessageResponseBuilder::new(&queries, None)
                 .error_msg(&header.metadata, ResponseCode::FormErr);
-            return Processed::Reply(encode(response, protocol));
+            return General::Reply(encode(response, protocol));
         }
     };
     if request.metadata.message_type == MessageType::Response {
-        return Processed::Silent;
+        return General::Silent;
     }
     match handler.prepare(snap, &request) {
         Step::Reply(reply) => {
@@ -65,9 +105,9 @@ pub(crate) fn process(
             };
             let bytes = fast::encode(&request, &reply, usize::from(max))
                 .unwrap_or_else(|| encode(reply.build(&request), protocol));
-            Processed::Reply(bytes)
+            General::Reply(bytes)
         }
-        Step::Forward => Processed::Forward(Box::new(request)),
+        Step::Forward => General::Forward(Box::new(request)),
     }
 }
 
@@ -87,9 +127,19 @@ pub async fn respond(
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
     let snap = handler.snapshot();
-    match process(handler, &snap, bytes, src, protocol) {
+    let mut out = Vec::new();
+    let processed = process(
+        handler,
+        &snap,
+        bytes,
+        src,
+        protocol,
+        &mut rand::thread_rng(),
+        &mut out,
+    );
+    match processed {
         Processed::Silent => None,
-        Processed::Reply(reply) => Some(reply),
+        Processed::Reply => Some(out),
         Processed::Forward(request) => Some(finish(handler, &snap, &request).await),
     }
 }

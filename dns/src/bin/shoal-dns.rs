@@ -58,10 +58,17 @@ fn main() -> ExitCode {
         println!("ok");
         return ExitCode::SUCCESS;
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        runtime.worker_threads(n.max(1));
-    }
+    // One thread: tokio's single-threaded scheduler, which does the same
+    // with less bookkeeping per wake-up than a pool of one worker.
+    let mut runtime = match args.threads {
+        Some(n) if n <= 1 => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut pool = tokio::runtime::Builder::new_multi_thread();
+            pool.worker_threads(n);
+            pool
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let result = runtime
         .enable_all()
         .build()
