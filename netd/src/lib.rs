@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
+//! - [`liveness`]: the node's lease, renewed, replaced and re-asserted.
 //! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
 //! - [`translate`]: a snapshot turned into the overlay's desired state, the
 //!   DNS record set and the balancer's listeners, for one node.
@@ -18,6 +19,7 @@
 
 pub mod alloc;
 pub mod ipam;
+pub mod liveness;
 pub mod model;
 pub mod store;
 pub mod translate;

@@ -1,0 +1,225 @@
+//! A node's liveness in the store: its `node/<name>` entry and its
+//! endpoints hang on one lease, renewed every third of the TTL. If the
+//! lease is lost (the store was away longer than the TTL, or someone revoked
+//! it), the node takes a new lease and re-asserts everything it owns, so a
+//! node that comes back is whole again without a restart.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::model::{keys, Endpoint, Node};
+use crate::store::{LeaseId, Store, StoreError};
+
+/// What this node owns in the store, re-asserted on every new lease.
+#[derive(Debug)]
+pub struct Owned {
+    node: Node,
+    endpoints: Mutex<BTreeMap<String, Endpoint>>,
+    lease: Mutex<LeaseId>,
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Our own model types always serialize.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Owned {
+    /// Ownership of `node`, with no endpoints yet and no lease.
+    pub fn new(node: Node) -> Arc<Owned> {
+        Arc::new(Owned {
+            node,
+            endpoints: Mutex::new(BTreeMap::new()),
+            lease: Mutex::new(0),
+        })
+    }
+
+    /// The lease in force (0 before the first registration).
+    pub fn lease(&self) -> LeaseId {
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn endpoints(&self) -> Vec<Endpoint> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Takes a new lease and writes the node and every owned endpoint on it.
+    pub async fn register(&self, store: &dyn Store, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let lease = store.grant(ttl).await?;
+        store
+            .put(&keys::node(&self.node.name), json(&self.node), lease)
+            .await?;
+        for e in self.endpoints() {
+            store
+                .put(&keys::endpoint(&e.network, &e.name), json(&e), lease)
+                .await?;
+        }
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+        Ok(lease)
+    }
+
+    /// Adds or changes an owned endpoint and writes it on the lease.
+    pub async fn set_endpoint(&self, store: &dyn Store, e: Endpoint) -> Result<(), StoreError> {
+        let key = keys::endpoint(&e.network, &e.name);
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), e.clone());
+        store.put(&key, json(&e), self.lease()).await.map(|_| ())
+    }
+
+    /// Forgets an owned endpoint and deletes it.
+    pub async fn remove_endpoint(
+        &self,
+        store: &dyn Store,
+        network: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let key = keys::endpoint(network, name);
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        store.delete(&key).await.map(|_| ())
+    }
+}
+
+/// Keeps the lease alive until `stop` turns true; re-registers when the
+/// lease is gone, and retries with backoff while the store is away. The
+/// data plane never waits for this loop.
+pub async fn keep_alive(
+    store: Arc<dyn Store>,
+    owned: Arc<Owned>,
+    ttl: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = ttl / 3;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let result = match owned.lease() {
+            0 => owned.register(store.as_ref(), ttl).await.map(|_| ()),
+            lease => match store.keep_alive(lease).await {
+                Err(StoreError::LeaseNotFound(_)) => {
+                    tracing::warn!(
+                        "lease lost; registering again and re-asserting this node's entries"
+                    );
+                    owned.register(store.as_ref(), ttl).await.map(|_| ())
+                }
+                other => other,
+            },
+        };
+        let wait = match result {
+            Ok(()) => {
+                backoff = Duration::from_millis(100);
+                period
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "store unreachable; traffic keeps flowing on the last state");
+                let w = backoff;
+                backoff = (backoff * 2).min(period.max(Duration::from_millis(100)));
+                w
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EndpointState;
+    use crate::store::memory::MemoryStore;
+
+    fn node() -> Node {
+        Node {
+            name: "n1".into(),
+            advertise: "198.18.0.1".parse().unwrap(),
+            lb_addresses: BTreeMap::new(),
+        }
+    }
+
+    fn ep(name: &str) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            network: "front".into(),
+            service: Some("web".into()),
+            node: "n1".into(),
+            ip: "10.77.0.11".parse().unwrap(),
+            weight: 1,
+            state: EndpointState::Healthy,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_lease_is_replaced_and_everything_reasserted() {
+        let store = MemoryStore::ephemeral();
+        let owned = Owned::new(node());
+        let ttl = Duration::from_secs(3);
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(keep_alive(store.clone(), owned.clone(), ttl, stop));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let first = owned.lease();
+        assert_ne!(first, 0);
+        owned
+            .set_endpoint(store.as_ref(), ep("web.1"))
+            .await
+            .unwrap();
+        // Renewed in time, the lease holds well past its TTL.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(owned.lease(), first);
+        assert_eq!(store.range("ep/").await.unwrap().0.len(), 1);
+        // The lease disappears (as after a long store outage): entries go...
+        store.revoke(first).await.unwrap();
+        assert!(store.range("").await.unwrap().0.is_empty());
+        // ...and come back on a new lease at the next renewal.
+        tokio::time::sleep(ttl).await;
+        let second = owned.lease();
+        assert_ne!(second, first);
+        let (entries, _) = store.range("").await.unwrap();
+        let keys: Vec<_> = entries.iter().map(|e| (e.key.as_str(), e.lease)).collect();
+        assert_eq!(keys, [("ep/front/web.1", second), ("node/n1", second)]);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn removed_endpoints_stay_removed_after_reregistering() {
+        let store = MemoryStore::ephemeral();
+        let owned = Owned::new(node());
+        owned
+            .register(store.as_ref(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        owned
+            .set_endpoint(store.as_ref(), ep("web.1"))
+            .await
+            .unwrap();
+        owned
+            .set_endpoint(store.as_ref(), ep("web.2"))
+            .await
+            .unwrap();
+        owned
+            .remove_endpoint(store.as_ref(), "front", "web.1")
+            .await
+            .unwrap();
+        owned
+            .register(store.as_ref(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let (entries, _) = store.range("ep/").await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+            ["ep/front/web.2"]
+        );
+    }
+}
