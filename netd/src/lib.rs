@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
+//! - [`follow`]: a snapshot kept current from the store (read, watch,
+//!   resync on compaction or a broken watch).
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
 //! - [`liveness`]: the node's lease, renewed, replaced and re-asserted.
 //! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
@@ -18,6 +20,7 @@
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
 pub mod alloc;
+pub mod follow;
 pub mod ipam;
 pub mod liveness;
 pub mod model;
