@@ -21,6 +21,8 @@
 //! - [`admin`]: the admin listener (`/metrics`, `/backends`); [`metrics`]
 //!   renders the Prometheus text.
 //! - [`runtime`]: listeners started from a config, reload and drain.
+//! - [`sockets`]: where a listener's sockets are made (which namespace,
+//!   which source address).
 
 pub mod admin;
 pub mod backend;
@@ -37,6 +39,7 @@ pub mod pool;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod runtime;
+pub mod sockets;
 
 pub use backend::Backend;
 pub use policy::{Policy, PolicyKind};

@@ -12,13 +12,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerConfig, Mode};
 use crate::endpoint::lock;
 use crate::pool::Pool;
 use crate::proxy::Listener;
+use crate::sockets::{Local, Sockets, SocketsFor};
 
 /// Why a config could not be started or applied.
 #[derive(Debug, thiserror::Error)]
@@ -39,60 +40,80 @@ pub enum RuntimeError {
 }
 
 /// The running listeners.
-#[derive(Debug)]
 pub struct Runtime {
     listeners: Mutex<Vec<Arc<Listener>>>,
     config: Mutex<Config>,
     tracker: TaskTracker,
+    sockets: SocketsFor,
 }
 
-/// Binds a listening socket with a deep accept queue.
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a listening socket in this namespace with a deep accept queue.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let sock = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr)?;
-    sock.listen(4096)
+    Local.listen(addr)
 }
 
-fn bind_listener(l: &ListenerConfig) -> Result<TcpListener, RuntimeError> {
-    bind(l.listen).map_err(|source| RuntimeError::Bind {
-        name: l.name.clone(),
-        addr: l.listen,
-        source,
-    })
+fn bind_listener(l: &ListenerConfig, sockets: &dyn Sockets) -> Result<TcpListener, RuntimeError> {
+    sockets
+        .listen(l.listen)
+        .map_err(|source| RuntimeError::Bind {
+            name: l.name.clone(),
+            addr: l.listen,
+            source,
+        })
 }
 
 impl Runtime {
-    /// Validates `config`, binds every listener and starts serving.
+    /// Validates `config`, binds every listener and starts serving, with
+    /// sockets of this process's namespace.
     pub fn start(config: Config) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::start_with(config, crate::sockets::local())
+    }
+
+    /// As [`Runtime::start`], with each listener's sockets (listening and
+    /// outbound) made by `sockets` (also for listeners added by reloads).
+    pub fn start_with(config: Config, sockets: SocketsFor) -> Result<Arc<Runtime>, RuntimeError> {
         config.validate()?;
         let rt = Arc::new(Runtime {
             listeners: Mutex::new(Vec::new()),
             config: Mutex::new(config.clone()),
             tracker: TaskTracker::new(),
+            sockets,
         });
         let bound = config
             .listeners
             .iter()
-            .map(|l| bind_listener(l).map(|tcp| (l, tcp)))
+            .map(|l| {
+                let s = (rt.sockets)(l);
+                bind_listener(l, s.as_ref()).map(|tcp| (l, tcp, s))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut running = Vec::new();
-        for (l, tcp) in bound {
-            running.push(rt.launch(l, tcp)?);
+        for (l, tcp, s) in bound {
+            running.push(rt.launch(l, tcp, s)?);
         }
         *lock(&rt.listeners) = running;
         Ok(rt)
     }
 
-    fn launch(&self, l: &ListenerConfig, tcp: TcpListener) -> Result<Arc<Listener>, RuntimeError> {
+    fn launch(
+        &self,
+        l: &ListenerConfig,
+        tcp: TcpListener,
+        sockets: Arc<dyn Sockets>,
+    ) -> Result<Arc<Listener>, RuntimeError> {
         let pool = Pool::new(l.pool.clone())
             .map_err(|e| crate::config::ConfigError(format!("listener `{}`: {e}", l.name)))?;
         let addr = tcp.local_addr().unwrap_or(l.listen);
         let http = (l.mode == Mode::Http).then(|| l.http.clone());
-        let listener = Listener::new(l.name.clone(), addr, pool, l.proxy.clone(), http);
+        let listener = Listener::new(l.name.clone(), addr, pool, l.proxy.clone(), http, sockets);
         tokio::spawn(Arc::clone(&listener).serve(tcp, self.tracker.clone()));
         tracing::info!(listener = %l.name, %addr, mode = ?l.mode, policy = %l.pool.policy, backends = l.pool.backends.len(), "listening");
         Ok(listener)
@@ -113,7 +134,9 @@ impl Runtime {
         // Bind every new socket first: a failure here changes nothing.
         let mut fresh = Vec::new();
         for l in config.listeners.iter().filter(|l| kept(l).is_none()) {
-            fresh.push((l, bind_listener(l)?));
+            let s = (self.sockets)(l);
+            let tcp = bind_listener(l, s.as_ref())?;
+            fresh.push((l, tcp, s));
         }
         // From here on nothing can fail: pools were validated with the config.
         let mut next = Vec::new();
@@ -127,8 +150,8 @@ impl Runtime {
                 next.push(Arc::clone(r));
             }
         }
-        for (l, tcp) in fresh {
-            next.push(self.launch(l, tcp)?);
+        for (l, tcp, s) in fresh {
+            next.push(self.launch(l, tcp, s)?);
         }
         for r in running.iter() {
             if !next.iter().any(|n| Arc::ptr_eq(n, r)) {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::forwarded::{forwarded_for, x_forwarded_for};
 use super::serve::HttpListener;
-use super::upstream::ProxyV2Connect;
+use super::upstream::UpstreamConnect;
 use crate::endpoint::{ConnGuard, Endpoint};
 use crate::hash::hash_addr;
 use crate::proxy::Listener;
@@ -156,14 +156,18 @@ impl ProxyHttp for Balancer {
         if s.upstream_h2 {
             o.set_http_version(2, 2);
         }
-        if settings.send_proxy_v2 {
-            if let (Some(source), Some(destination)) = (client, server_of(session)) {
-                o.custom_l4 = Some(Arc::new(ProxyV2Connect {
-                    source,
-                    destination,
-                }));
-                peer.group_key = hash_addr(source, 0x7072_6f78);
-            }
+        let proxy_v2 = match (settings.send_proxy_v2, client, server_of(session)) {
+            (true, Some(source), Some(destination)) => Some((source, destination)),
+            _ => None,
+        };
+        if let Some((source, _)) = proxy_v2 {
+            peer.group_key = hash_addr(source, 0x7072_6f78);
+        }
+        if proxy_v2.is_some() || !l.sockets().is_plain() {
+            o.custom_l4 = Some(Arc::new(UpstreamConnect {
+                sockets: Arc::clone(l.sockets()),
+                proxy_v2,
+            }));
         }
         Ok(Box::new(peer))
     }

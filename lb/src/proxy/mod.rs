@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,6 +26,7 @@ use crate::http::HttpSettings;
 use crate::policy::humantime_serde_compat as hts;
 use crate::pool::Pool;
 use crate::proxy_protocol;
+use crate::sockets::Sockets;
 
 pub mod pump;
 
@@ -91,6 +92,7 @@ pub struct Listener {
     stats: ListenerStats,
     stop: CancellationToken,
     http: Option<Arc<HttpListener>>,
+    sockets: Arc<dyn Sockets>,
 }
 
 impl Listener {
@@ -102,10 +104,12 @@ impl Listener {
         pool: Arc<Pool>,
         settings: ProxySettings,
         http: Option<HttpSettings>,
+        sockets: Arc<dyn Sockets>,
     ) -> Arc<Self> {
         let listener = Arc::new(Listener {
             name,
             addr,
+            sockets,
             pool: ArcSwap::new(pool),
             settings: ArcSwap::from_pointee(settings),
             stats: ListenerStats::default(),
@@ -116,6 +120,11 @@ impl Listener {
             h.attach(Arc::downgrade(&listener));
         }
         listener
+    }
+
+    /// Where this listener's outbound sockets come from.
+    pub fn sockets(&self) -> &Arc<dyn Sockets> {
+        &self.sockets
     }
 
     /// The HTTP side, for a listener in HTTP mode.
@@ -285,7 +294,7 @@ impl Listener {
                 .then(|| proxy_protocol::encode_v2(source, destination));
             match timeout(
                 settings.connect_timeout,
-                connect(&ep, keepalive, hello.as_deref()),
+                connect(self.sockets.as_ref(), &ep, keepalive, hello.as_deref()),
             )
             .await
             {
@@ -349,14 +358,12 @@ fn set_options(s: &TcpStream, keepalive: Option<Duration>) {
 }
 
 async fn connect(
+    sockets: &dyn Sockets,
     ep: &Endpoint,
     keepalive: Option<Duration>,
     hello: Option<&[u8]>,
 ) -> std::io::Result<TcpStream> {
-    let sock = match ep.addr() {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
-    };
+    let sock = sockets.outbound(ep.addr())?;
     // Before the connect, so the options hold from the first segment. A new
     // socket has keepalive off already.
     let opts = socket2::SockRef::from(&sock);

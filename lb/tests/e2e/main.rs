@@ -11,5 +11,6 @@ mod http;
 mod http_support;
 mod lifecycle;
 mod proxy_protocol;
+mod sockets;
 mod support;
 mod tls;
