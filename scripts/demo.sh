@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 cargo build --release --locked -p shoal-lb --bin shoal-lb --example demo
-SHOAL_LB=target/release/shoal-lb exec target/release/examples/demo
+target=${CARGO_TARGET_DIR:-target}
+SHOAL_LB="$target/release/shoal-lb" exec "$target/release/examples/demo"
