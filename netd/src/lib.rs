@@ -16,6 +16,7 @@
 //! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
 //! - [`translate`]: a snapshot turned into the overlay's desired state, the
 //!   DNS record set and the balancer's listeners, for one node.
+//! - [`netns_sockets`]: balancer sockets made inside a sandbox namespace.
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
@@ -24,5 +25,6 @@ pub mod follow;
 pub mod ipam;
 pub mod liveness;
 pub mod model;
+pub mod netns_sockets;
 pub mod store;
 pub mod translate;
