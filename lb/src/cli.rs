@@ -154,7 +154,7 @@ impl Cli {
         if let Some(d) = self.drain_timeout {
             config.drain_timeout = d;
         }
-        config.validate().map_err(|e| match self.config {
+        config.validate_for_user().map_err(|e| match self.config {
             Some(_) => e,
             None => ConfigError(e.0.replacen("listener[0] `", "--listen `", 1)),
         })?;

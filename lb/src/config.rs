@@ -237,18 +237,36 @@ impl Config {
             drain_timeout: file.drain_timeout,
             listeners,
         };
-        config.validate()?;
+        config.validate_for_user()?;
         Ok(config)
     }
 
     /// Checks what parsing alone cannot: at least one listener, unique names
     /// and addresses, and each pool's own rules.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// What a user's file or flags must also satisfy: at least one
+    /// listener, each with at least one backend. (An embedder such as netd
+    /// may run none, or a listener whose service has no replica yet: its
+    /// connections are closed, its HTTP requests answered 503.)
+    pub fn validate_for_user(&self) -> Result<(), ConfigError> {
         if self.listeners.is_empty() {
             return Err(ConfigError(
                 "listener: at least one listener is required".into(),
             ));
         }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if l.pool.backends.is_empty() {
+                return Err(ConfigError(format!(
+                    "listener[{i}] `{}`: backends: at least one backend is required",
+                    l.name
+                )));
+            }
+        }
+        self.validate()
+    }
+
+    /// What the runtime needs: unique names and addresses, each pool's own
+    /// rules, settings in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
         for (i, l) in self.listeners.iter().enumerate() {
@@ -266,11 +284,6 @@ impl Config {
                 return Err(ConfigError(format!(
                     "{at}: listen: {} is also the admin address",
                     l.listen
-                )));
-            }
-            if l.pool.backends.is_empty() {
-                return Err(ConfigError(format!(
-                    "{at}: backends: at least one backend is required"
                 )));
             }
             if l.proxy.connect_timeout.is_zero() {
@@ -406,6 +419,24 @@ backends = ["127.0.0.1:9101"]
         assert!(e.contains("used by two listeners"), "{e}");
         let e = err("[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\npanic_threshold = 101\n");
         assert!(e.contains("panic_threshold"), "{e}");
+    }
+
+    #[test]
+    fn embedders_may_run_empty_configs_and_pools_users_may_not() {
+        let mut c = Config::from_toml(
+            "[[listener]]\nlisten = \"127.0.0.1:1\"\nbackends = [\"127.0.0.1:2\"]\n",
+        )
+        .unwrap();
+        c.listeners[0].pool.backends.clear();
+        assert!(c.validate().is_ok());
+        assert!(c
+            .validate_for_user()
+            .unwrap_err()
+            .0
+            .ends_with("at least one backend is required"));
+        c.listeners.clear();
+        assert!(c.validate().is_ok());
+        assert!(c.validate_for_user().is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - [`translate`]: a snapshot turned into the overlay's desired state, the
 //!   DNS record set and the balancer's listeners, for one node.
 //! - [`netns_sockets`]: balancer sockets made inside a sandbox namespace.
+//! - [`node`]: one node's reconcile: overlay, then DNS, then the balancer.
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
@@ -26,5 +27,6 @@ pub mod ipam;
 pub mod liveness;
 pub mod model;
 pub mod netns_sockets;
+pub mod node;
 pub mod store;
 pub mod translate;

@@ -42,6 +42,17 @@ impl NetnsSockets {
         })
     }
 
+    /// Runs `f` on the namespace's thread (to make sockets there).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        match self.worker.call(move |_| async move { Ok(f()) }) {
+            Ok(r) => r,
+            Err(e) => Err(io::Error::other(format!("namespace {}: {e}", self.label))),
+        }
+    }
+
     /// Makes a socket in the namespace and runs `setup` on it there.
     fn make(
         &self,
