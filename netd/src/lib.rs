@@ -8,6 +8,7 @@
 //! blocks).
 //!
 //! # Layout
+//! - [`agent`]: the node's loop: lease, follow the store, reconcile.
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`follow`]: a snapshot kept current from the store (read, watch,
 //!   resync on compaction or a broken watch).
@@ -21,6 +22,7 @@
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
+pub mod agent;
 pub mod alloc;
 pub mod follow;
 pub mod ipam;

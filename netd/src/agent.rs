@@ -1,0 +1,111 @@
+//! The agent loop of one node: keep the node's lease, follow the store,
+//! and reconcile on every change (changes arriving together are applied
+//! together). A failed reconcile is logged and retried on the next change
+//! or after a short delay; the data plane keeps its last good state
+//! meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::follow::follow;
+use crate::liveness::{keep_alive, Owned};
+use crate::model::{Node, Snapshot};
+use crate::node::NodeRuntime;
+use crate::store::{Revision, Store};
+use crate::translate::Local;
+
+/// How long the loop waits for more changes before reconciling.
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
+/// How soon a failed reconcile is tried again without a new change.
+pub const RETRY: Duration = Duration::from_secs(2);
+
+/// Handles of a running agent.
+#[derive(Debug)]
+pub struct Agent {
+    /// The revision of the last snapshot applied without error.
+    pub reconciled: watch::Receiver<Revision>,
+    /// What this node owns in the store.
+    pub owned: Arc<Owned>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Starts the agent of `node` (described to the kernel by `local`).
+    pub fn start(store: Arc<dyn Store>, node: Node, local: Local, lease_ttl: Duration) -> Agent {
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, reconciled) = watch::channel(0);
+        let owned = Owned::new(node);
+        tokio::spawn(keep_alive(
+            Arc::clone(&store),
+            Arc::clone(&owned),
+            lease_ttl,
+            stop_rx.clone(),
+        ));
+        let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
+        tokio::spawn(follow(Arc::clone(&store), snap_tx, stop_rx.clone()));
+        let task = tokio::spawn(reconcile_loop(
+            NodeRuntime::new(local),
+            snaps,
+            done_tx,
+            stop_rx,
+        ));
+        Agent {
+            reconciled,
+            owned,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until a snapshot at or past `revision` has been applied.
+    pub async fn converged(&mut self, revision: Revision) {
+        let _ = self.reconciled.wait_for(|r| *r >= revision).await;
+    }
+
+    /// Stops following and reconciling; the data plane stays as it is.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn reconcile_loop(
+    mut rt: NodeRuntime,
+    mut snaps: watch::Receiver<Arc<Snapshot>>,
+    done: watch::Sender<Revision>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pending_retry = false;
+    loop {
+        let woke = if pending_retry {
+            tokio::select! {
+                r = snaps.changed() => r.is_ok(),
+                _ = tokio::time::sleep(RETRY) => true,
+                _ = stop.changed() => return,
+            }
+        } else {
+            tokio::select! {
+                r = snaps.changed() => r.is_ok(),
+                _ = stop.changed() => return,
+            }
+        };
+        if !woke {
+            return;
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        let snap = snaps.borrow_and_update().clone();
+        match rt.reconcile(&snap).await {
+            Ok(()) => {
+                pending_retry = false;
+                done.send_replace(snap.revision);
+            }
+            Err(e) => {
+                pending_retry = true;
+                tracing::error!(error = %e, revision = snap.revision, "reconcile failed; the previous state stays, retrying");
+            }
+        }
+    }
+}
