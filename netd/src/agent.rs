@@ -1,5 +1,5 @@
 //! The agent loop of one node: keep the node's lease, follow the store,
-//! and reconcile on every change (changes arriving together are applied
+//! reconcile on every change and keep the node's replicas checked (changes arriving together are applied
 //! together). A failed reconcile is logged and retried on the next change
 //! or after a short delay; the data plane keeps its last good state
 //! meanwhile.
@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::follow::follow;
+use crate::health::HealthChecks;
 use crate::liveness::{keep_alive, Owned};
 use crate::model::{Node, Snapshot};
 use crate::node::NodeRuntime;
@@ -46,8 +47,10 @@ impl Agent {
         ));
         let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
         tokio::spawn(follow(Arc::clone(&store), snap_tx, stop_rx.clone()));
+        let checks = HealthChecks::new(Arc::clone(&store), &local.node);
         let task = tokio::spawn(reconcile_loop(
             NodeRuntime::new(local),
+            checks,
             snaps,
             done_tx,
             stop_rx,
@@ -74,6 +77,7 @@ impl Agent {
 
 async fn reconcile_loop(
     mut rt: NodeRuntime,
+    mut checks: HealthChecks,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     done: watch::Sender<Revision>,
     mut stop: watch::Receiver<bool>,
@@ -100,6 +104,7 @@ async fn reconcile_loop(
         match rt.reconcile(&snap).await {
             Ok(()) => {
                 pending_retry = false;
+                checks.sync(&snap, |net| rt.sandbox_sockets(net));
                 done.send_replace(snap.revision);
             }
             Err(e) => {

@@ -12,6 +12,7 @@
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`follow`]: a snapshot kept current from the store (read, watch,
 //!   resync on compaction or a broken watch).
+//! - [`health`]: checks of this node's replicas, transitions written to the store.
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
 //! - [`liveness`]: the node's lease, renewed, replaced and re-asserted.
 //! - [`model`]: networks, services, nodes, endpoints, and snapshots of them.
@@ -25,6 +26,7 @@
 pub mod agent;
 pub mod alloc;
 pub mod follow;
+pub mod health;
 pub mod ipam;
 pub mod liveness;
 pub mod model;

@@ -199,6 +199,14 @@ impl NodeRuntime {
         Ok(())
     }
 
+    /// Sockets inside `network`'s sandbox (for health checks of replicas).
+    pub fn sandbox_sockets(&mut self, network: &str) -> Option<Arc<dyn Sockets>> {
+        let sandbox = self.names.sandbox(network);
+        self.worker(&sandbox, None)
+            .ok()
+            .map(|w| w as Arc<dyn Sockets>)
+    }
+
     /// The DNS rooms (for tests and metrics).
     pub fn dns(&self) -> &Arc<Dns> {
         &self.dns

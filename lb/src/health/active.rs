@@ -13,21 +13,32 @@ use tokio::time::{sleep, timeout};
 use super::{Check, HealthSettings};
 use crate::endpoint::Endpoint;
 use crate::pool::Pool;
+use crate::sockets::{Local, Sockets};
 
 /// Runs one check against `addr`; true if it passed within the timeout.
 pub async fn check_once(addr: SocketAddr, s: &HealthSettings) -> bool {
-    match timeout(s.timeout, probe(addr, &s.check)).await {
+    check_once_with(&Local, addr, s).await
+}
+
+/// [`check_once`] with the connection's socket made by `sockets` (for
+/// checks that must leave from another namespace or address).
+pub async fn check_once_with(sockets: &dyn Sockets, addr: SocketAddr, s: &HealthSettings) -> bool {
+    match timeout(s.timeout, probe(sockets, addr, &s.check)).await {
         Ok(Ok(ok)) => ok,
         _ => false,
     }
 }
 
-async fn probe(addr: SocketAddr, check: &Check) -> std::io::Result<bool> {
+async fn connect(sockets: &dyn Sockets, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    sockets.outbound(addr)?.connect(addr).await
+}
+
+async fn probe(sockets: &dyn Sockets, addr: SocketAddr, check: &Check) -> std::io::Result<bool> {
     match check {
         Check::None => Ok(true),
-        Check::Tcp => TcpStream::connect(addr).await.map(|_| true),
+        Check::Tcp => connect(sockets, addr).await.map(|_| true),
         Check::Http { path } => {
-            let mut s = TcpStream::connect(addr).await?;
+            let mut s = connect(sockets, addr).await?;
             let req = format!(
                 "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shoal-lb\r\nConnection: close\r\n\r\n"
             );
