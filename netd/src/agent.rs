@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::follow::follow;
 use crate::health::HealthChecks;
+use crate::ipam::Ipam;
 use crate::liveness::{keep_alive, Owned};
 use crate::model::{Node, Snapshot};
 use crate::node::NodeRuntime;
@@ -51,6 +52,8 @@ impl Agent {
         let task = tokio::spawn(reconcile_loop(
             NodeRuntime::new(local),
             checks,
+            Arc::clone(&owned),
+            Arc::clone(&store),
             snaps,
             done_tx,
             stop_rx,
@@ -75,9 +78,46 @@ impl Agent {
     }
 }
 
+/// Gives this node an lb address (from its own IPAM blocks) in every clear
+/// network that lacks one, and returns the snapshot as it will read once
+/// those writes arrive.
+async fn ensure_lb_addresses(store: &dyn Store, owned: &Owned, snap: &Snapshot) -> Snapshot {
+    let mut snap = snap.clone();
+    let mut node = owned.node();
+    for net in snap.networks.values().filter(|n| !n.encrypted) {
+        if node.lb_addresses.contains_key(&net.name) {
+            continue;
+        }
+        let ipam = Ipam {
+            network: net.name.clone(),
+            subnet: net.subnet,
+            gateway: net.gateway,
+            node: node.name.clone(),
+        };
+        match ipam.allocate(store, &format!("lb:{}", node.name)).await {
+            Ok(ip) => match owned.set_lb_address(store, &net.name, ip).await {
+                Ok(()) => {
+                    tracing::info!(network = %net.name, %ip, "this node's lb address");
+                    node.lb_addresses.insert(net.name.clone(), ip);
+                }
+                Err(e) => {
+                    tracing::warn!(network = %net.name, error = %e, "cannot record the lb address")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(network = %net.name, error = %e, "no lb address for this node")
+            }
+        }
+    }
+    snap.nodes.insert(node.name.clone(), node);
+    snap
+}
+
 async fn reconcile_loop(
     mut rt: NodeRuntime,
     mut checks: HealthChecks,
+    owned: Arc<Owned>,
+    store: Arc<dyn Store>,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
     done: watch::Sender<Revision>,
     mut stop: watch::Receiver<bool>,
@@ -100,7 +140,8 @@ async fn reconcile_loop(
             return;
         }
         tokio::time::sleep(DEBOUNCE).await;
-        let snap = snaps.borrow_and_update().clone();
+        let latest = snaps.borrow_and_update().clone();
+        let snap = ensure_lb_addresses(store.as_ref(), &owned, &latest).await;
         match rt.reconcile(&snap).await {
             Ok(()) => {
                 pending_retry = false;

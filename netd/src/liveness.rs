@@ -16,7 +16,7 @@ use crate::store::{LeaseId, Store, StoreError};
 /// What this node owns in the store, re-asserted on every new lease.
 #[derive(Debug)]
 pub struct Owned {
-    node: Node,
+    node: Mutex<Node>,
     endpoints: Mutex<BTreeMap<String, Endpoint>>,
     lease: Mutex<LeaseId>,
 }
@@ -30,7 +30,7 @@ impl Owned {
     /// Ownership of `node`, with no endpoints yet and no lease.
     pub fn new(node: Node) -> Arc<Owned> {
         Arc::new(Owned {
-            node,
+            node: Mutex::new(node),
             endpoints: Mutex::new(BTreeMap::new()),
             lease: Mutex::new(0),
         })
@@ -39,6 +39,30 @@ impl Owned {
     /// The lease in force (0 before the first registration).
     pub fn lease(&self) -> LeaseId {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node entry as owned now.
+    pub fn node(&self) -> Node {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records this node's lb address in `network` and writes the node
+    /// entry on the lease.
+    pub async fn set_lb_address(
+        &self,
+        store: &dyn Store,
+        network: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<(), StoreError> {
+        let node = {
+            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            n.lb_addresses.insert(network.to_string(), ip);
+            n.clone()
+        };
+        store
+            .put(&keys::node(&node.name), json(&node), self.lease())
+            .await
+            .map(|_| ())
     }
 
     fn endpoints(&self) -> Vec<Endpoint> {
@@ -53,8 +77,9 @@ impl Owned {
     /// Takes a new lease and writes the node and every owned endpoint on it.
     pub async fn register(&self, store: &dyn Store, ttl: Duration) -> Result<LeaseId, StoreError> {
         let lease = store.grant(ttl).await?;
+        let node = self.node();
         store
-            .put(&keys::node(&self.node.name), json(&self.node), lease)
+            .put(&keys::node(&node.name), json(&node), lease)
             .await?;
         for e in self.endpoints() {
             store

@@ -67,3 +67,54 @@ async fn store_changes_reach_dns_without_a_restart() {
     assert!(entries[0].lease != 0);
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_takes_its_own_lb_address_and_the_vip_works_through_it() {
+    use std::io::{Read, Write};
+    use std::net::SocketAddr;
+
+    let t = OneNode::new("").await;
+    let mut me = t.node_entry();
+    me.lb_addresses.clear();
+    let mut agent = Agent::start(t.store.clone(), me, t.local(), Duration::from_secs(5));
+    let rev = t
+        .store
+        .put("ep/front/web.1", t.web1(Some("healthy")), 0)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), agent.converged(rev))
+        .await
+        .unwrap();
+
+    // The node allocated an lb address in `front` from its own block and
+    // published it in its entry.
+    let (entries, _) = t.store.range(&format!("node/{}", t.node)).await.unwrap();
+    let node: shoal_netd::model::Node = serde_json::from_slice(&entries[0].value).unwrap();
+    let lb = node.lb_addresses["front"];
+    let subnet: ipnet::Ipv4Net = "10.77.0.0/24".parse().unwrap();
+    assert!(
+        subnet.contains(&lb)
+            && lb != Ipv4Addr::new(10, 77, 0, 1)
+            && lb != Ipv4Addr::new(10, 77, 0, 11),
+        "{lb}"
+    );
+
+    // The proxy's outbound connections leave from it: the VIP works.
+    let replica = shoal_tests::sock::listen(&t.c1, "10.77.0.11:8000".parse().unwrap());
+    let _server = shoal_tests::sock::serve_echo(replica, "web.1\n");
+    let c = t.c1.clone();
+    let greeting = tokio::task::spawn_blocking(move || {
+        let vip: SocketAddr = "10.77.0.200:8000".parse().unwrap();
+        let mut s = shoal_tests::sock::connect(&c, vip, None)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut b = [0u8; 6];
+        s.read_exact(&mut b)?;
+        s.write_all(b"x")?;
+        Ok::<_, std::io::Error>(b)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&greeting, b"web.1\n");
+    agent.stop().await;
+}
