@@ -70,9 +70,6 @@ async fn store_changes_reach_dns_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_takes_its_own_lb_address_and_the_vip_works_through_it() {
-    use std::io::{Read, Write};
-    use std::net::SocketAddr;
-
     let t = OneNode::new("").await;
     let mut me = t.node_entry();
     me.lb_addresses.clear();
@@ -102,19 +99,7 @@ async fn the_node_takes_its_own_lb_address_and_the_vip_works_through_it() {
     // The proxy's outbound connections leave from it: the VIP works.
     let replica = shoal_tests::sock::listen(&t.c1, "10.77.0.11:8000".parse().unwrap());
     let _server = shoal_tests::sock::serve_echo(replica, "web.1\n");
-    let c = t.c1.clone();
-    let greeting = tokio::task::spawn_blocking(move || {
-        let vip: SocketAddr = "10.77.0.200:8000".parse().unwrap();
-        let mut s = shoal_tests::sock::connect(&c, vip, None)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut b = [0u8; 6];
-        s.read_exact(&mut b)?;
-        s.write_all(b"x")?;
-        Ok::<_, std::io::Error>(b)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let greeting = t.greeting_via_vip().await;
     assert_eq!(&greeting, b"web.1\n");
     agent.stop().await;
 }

@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::net::Ipv4Addr;
 
 use common::OneNode;
 use shoal_netd::model::Snapshot;
@@ -40,19 +38,7 @@ async fn a_container_reaches_its_service_by_name_and_vip() {
     assert_eq!(t.ask("web").await.1, vec![Ipv4Addr::new(10, 77, 0, 200)]);
 
     // The VIP is balanced by the node's proxy to the replica.
-    let c = t.c1.clone();
-    let greeting = tokio::task::spawn_blocking(move || {
-        let vip: SocketAddr = "10.77.0.200:8000".parse().unwrap();
-        let mut s = sock::connect(&c, vip, None)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        let mut b = [0u8; 6];
-        s.read_exact(&mut b)?;
-        s.write_all(b"ping")?;
-        Ok::<_, std::io::Error>(b)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let greeting = t.greeting_via_vip().await;
     assert_eq!(&greeting, b"web.1\n");
 
     // Reconciling the same snapshot again changes nothing and keeps serving.

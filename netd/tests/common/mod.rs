@@ -103,6 +103,27 @@ impl OneNode {
     }
 }
 
+impl OneNode {
+    /// Connects from c1 to web's VIP (port 8000) and returns the first six
+    /// bytes the replica sends (`serve_echo`'s greeting).
+    pub async fn greeting_via_vip(&self) -> [u8; 6] {
+        use std::io::{Read, Write};
+        let c = self.c1.clone();
+        tokio::task::spawn_blocking(move || {
+            let vip: SocketAddr = "10.77.0.200:8000".parse().unwrap();
+            let mut s = sock::connect(&c, vip, None)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut b = [0u8; 6];
+            s.read_exact(&mut b)?;
+            s.write_all(b"x")?;
+            Ok::<_, std::io::Error>(b)
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    }
+}
+
 /// The rcode and the A records of an answer to `name` asked from `ns`.
 pub fn query(ns: &str, server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
     let mut q = vec![0x43, 0x21, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
