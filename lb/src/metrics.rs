@@ -59,140 +59,196 @@ fn histogram(f: &mut Family, labels: &str, h: &Histogram) {
     let _ = writeln!(f.samples, "{}_count{{{labels}}} {count}", f.name);
 }
 
+/// Every metric family, in the order they are rendered.
+#[derive(Debug, Clone, Copy)]
+enum M {
+    Accepted,
+    Active,
+    NoBackend,
+    Panic,
+    BackendActive,
+    BackendTotal,
+    BackendFailures,
+    BackendSent,
+    BackendReceived,
+    BackendWeight,
+    BackendHealth,
+    BadProxyHeader,
+    HttpResponses,
+    HttpRetries,
+    HttpRetriesDenied,
+    HttpUpstream,
+    BackendHttpResponses,
+    HttpDuration,
+    BackendHttpDuration,
+}
+
+impl M {
+    const ALL: [M; 19] = [
+        M::Accepted,
+        M::Active,
+        M::NoBackend,
+        M::Panic,
+        M::BackendActive,
+        M::BackendTotal,
+        M::BackendFailures,
+        M::BackendSent,
+        M::BackendReceived,
+        M::BackendWeight,
+        M::BackendHealth,
+        M::BadProxyHeader,
+        M::HttpResponses,
+        M::HttpRetries,
+        M::HttpRetriesDenied,
+        M::HttpUpstream,
+        M::BackendHttpResponses,
+        M::HttpDuration,
+        M::BackendHttpDuration,
+    ];
+
+    /// Name, type and help of the family.
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            M::Accepted => (
+                "shoal_lb_listener_accepted_total",
+                "counter",
+                "Client connections accepted.",
+            ),
+            M::Active => (
+                "shoal_lb_listener_active",
+                "gauge",
+                "Client connections open.",
+            ),
+            M::NoBackend => (
+                "shoal_lb_listener_no_backend_total",
+                "counter",
+                "Client connections closed because no backend could be reached.",
+            ),
+            M::Panic => (
+                "shoal_lb_listener_panic",
+                "gauge",
+                "1 while the pool is below its panic threshold.",
+            ),
+            M::BackendActive => (
+                "shoal_lb_backend_active",
+                "gauge",
+                "Connections open to the backend.",
+            ),
+            M::BackendTotal => (
+                "shoal_lb_backend_connections_total",
+                "counter",
+                "Connections handed to the backend (attempts included).",
+            ),
+            M::BackendFailures => (
+                "shoal_lb_backend_connect_failures_total",
+                "counter",
+                "Failed or timed-out connects to the backend.",
+            ),
+            M::BackendSent => (
+                "shoal_lb_backend_sent_bytes_total",
+                "counter",
+                "Bytes sent to the backend.",
+            ),
+            M::BackendReceived => (
+                "shoal_lb_backend_received_bytes_total",
+                "counter",
+                "Bytes received from the backend.",
+            ),
+            M::BackendWeight => (
+                "shoal_lb_backend_weight",
+                "gauge",
+                "Configured weight (0 = draining).",
+            ),
+            M::BackendHealth => (
+                "shoal_lb_backend_health",
+                "gauge",
+                "1 for the backend's current state (up, down, ejected, draining).",
+            ),
+            M::BadProxyHeader => (
+                "shoal_lb_listener_bad_proxy_header_total",
+                "counter",
+                "Connections closed for a missing or malformed PROXY header.",
+            ),
+            M::HttpResponses => (
+                "shoal_lb_http_responses_total",
+                "counter",
+                "Responses sent to clients by status class.",
+            ),
+            M::HttpRetries => (
+                "shoal_lb_http_retries_total",
+                "counter",
+                "Requests retried on another backend.",
+            ),
+            M::HttpRetriesDenied => (
+                "shoal_lb_http_retries_denied_total",
+                "counter",
+                "Retries refused by the retry budget or the per-request limit.",
+            ),
+            M::HttpUpstream => (
+                "shoal_lb_http_upstream_requests_total",
+                "counter",
+                "Upstream requests by whether the connection was reused from the pool.",
+            ),
+            M::BackendHttpResponses => (
+                "shoal_lb_backend_http_responses_total",
+                "counter",
+                "Responses from the backend by status class.",
+            ),
+            M::HttpDuration => (
+                "shoal_lb_http_request_duration_seconds",
+                "histogram",
+                "Time from a request's arrival to its end, as the client saw it.",
+            ),
+            M::BackendHttpDuration => (
+                "shoal_lb_backend_http_response_seconds",
+                "histogram",
+                "Time from picking the backend to its response header.",
+            ),
+        }
+    }
+}
+
 /// Renders all metrics.
 pub fn render(listeners: &[Arc<Listener>]) -> String {
-    let mut fams = [
-        Family::new(
-            "shoal_lb_listener_accepted_total",
-            "counter",
-            "Client connections accepted.",
-        ),
-        Family::new(
-            "shoal_lb_listener_active",
-            "gauge",
-            "Client connections open.",
-        ),
-        Family::new(
-            "shoal_lb_listener_no_backend_total",
-            "counter",
-            "Client connections closed because no backend could be reached.",
-        ),
-        Family::new(
-            "shoal_lb_listener_panic",
-            "gauge",
-            "1 while the pool is below its panic threshold.",
-        ),
-        Family::new(
-            "shoal_lb_backend_active",
-            "gauge",
-            "Connections open to the backend.",
-        ),
-        Family::new(
-            "shoal_lb_backend_connections_total",
-            "counter",
-            "Connections handed to the backend (attempts included).",
-        ),
-        Family::new(
-            "shoal_lb_backend_connect_failures_total",
-            "counter",
-            "Failed or timed-out connects to the backend.",
-        ),
-        Family::new(
-            "shoal_lb_backend_sent_bytes_total",
-            "counter",
-            "Bytes sent to the backend.",
-        ),
-        Family::new(
-            "shoal_lb_backend_received_bytes_total",
-            "counter",
-            "Bytes received from the backend.",
-        ),
-        Family::new(
-            "shoal_lb_backend_weight",
-            "gauge",
-            "Configured weight (0 = draining).",
-        ),
-        Family::new(
-            "shoal_lb_backend_health",
-            "gauge",
-            "1 for the backend's current state (up, down, ejected, draining).",
-        ),
-        Family::new(
-            "shoal_lb_listener_bad_proxy_header_total",
-            "counter",
-            "Connections closed for a missing or malformed PROXY header.",
-        ),
-        Family::new(
-            "shoal_lb_http_responses_total",
-            "counter",
-            "Responses sent to clients by status class.",
-        ),
-        Family::new(
-            "shoal_lb_http_retries_total",
-            "counter",
-            "Requests retried on another backend.",
-        ),
-        Family::new(
-            "shoal_lb_http_retries_denied_total",
-            "counter",
-            "Retries refused by the retry budget or the per-request limit.",
-        ),
-        Family::new(
-            "shoal_lb_http_upstream_requests_total",
-            "counter",
-            "Upstream requests by whether the connection was reused from the pool.",
-        ),
-        Family::new(
-            "shoal_lb_backend_http_responses_total",
-            "counter",
-            "Responses from the backend by status class.",
-        ),
-        Family::new(
-            "shoal_lb_http_request_duration_seconds",
-            "histogram",
-            "Time from a request's arrival to its end, as the client saw it.",
-        ),
-        Family::new(
-            "shoal_lb_backend_http_response_seconds",
-            "histogram",
-            "Time from picking the backend to its response header.",
-        ),
-    ];
+    let mut fams = M::ALL.map(|m| {
+        let (name, kind, help) = m.describe();
+        Family::new(name, kind, help)
+    });
     for l in listeners {
         let ll = format!("listener=\"{}\"", esc(l.name()));
         let st = l.stats();
-        fams[0].add(&ll, st.accepted.load(Relaxed));
-        fams[1].add(&ll, st.active.load(Relaxed).max(0));
-        fams[2].add(&ll, st.no_backend.load(Relaxed));
+        fams[M::Accepted as usize].add(&ll, st.accepted.load(Relaxed));
+        fams[M::Active as usize].add(&ll, st.active.load(Relaxed).max(0));
+        fams[M::NoBackend as usize].add(&ll, st.no_backend.load(Relaxed));
         let pool = l.pool();
-        fams[3].add(&ll, u8::from(pool.is_panicking()));
-        fams[11].add(&ll, st.bad_proxy_header.load(Relaxed));
+        fams[M::Panic as usize].add(&ll, u8::from(pool.is_panicking()));
+        fams[M::BadProxyHeader as usize].add(&ll, st.bad_proxy_header.load(Relaxed));
         let http = l.http();
         if let Some(h) = http {
             for (class, n) in h.stats.responses.snapshot() {
-                fams[12].add(&format!("{ll},class=\"{class}\""), n);
+                fams[M::HttpResponses as usize].add(&format!("{ll},class=\"{class}\""), n);
             }
-            fams[13].add(&ll, h.stats.retries.load(Relaxed));
-            fams[14].add(&ll, h.stats.retries_denied.load(Relaxed));
-            fams[15].add(
+            fams[M::HttpRetries as usize].add(&ll, h.stats.retries.load(Relaxed));
+            fams[M::HttpRetriesDenied as usize].add(&ll, h.stats.retries_denied.load(Relaxed));
+            fams[M::HttpUpstream as usize].add(
                 &format!("{ll},reused=\"true\""),
                 h.stats.upstream_reused.load(Relaxed),
             );
-            fams[15].add(
+            fams[M::HttpUpstream as usize].add(
                 &format!("{ll},reused=\"false\""),
                 h.stats.upstream_new.load(Relaxed),
             );
-            histogram(&mut fams[17], &ll, &h.stats.latency);
+            histogram(&mut fams[M::HttpDuration as usize], &ll, &h.stats.latency);
         }
         for ep in pool.endpoints().iter() {
             let bl = format!("{ll},backend=\"{}\"", ep.addr());
             let (to, from) = ep.bytes();
-            fams[4].add(&bl, ep.active());
-            fams[5].add(&bl, ep.total());
-            fams[6].add(&bl, ep.connect_failures());
-            fams[7].add(&bl, to);
-            fams[8].add(&bl, from);
-            fams[9].add(&bl, ep.weight());
+            fams[M::BackendActive as usize].add(&bl, ep.active());
+            fams[M::BackendTotal as usize].add(&bl, ep.total());
+            fams[M::BackendFailures as usize].add(&bl, ep.connect_failures());
+            fams[M::BackendSent as usize].add(&bl, to);
+            fams[M::BackendReceived as usize].add(&bl, from);
+            fams[M::BackendWeight as usize].add(&bl, ep.weight());
             let now = pool.health_of(ep);
             for s in [
                 HealthState::Up,
@@ -204,13 +260,19 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                fams[10].add(&format!("{bl},state=\"{name}\""), u8::from(s == now));
+                fams[M::BackendHealth as usize]
+                    .add(&format!("{bl},state=\"{name}\""), u8::from(s == now));
             }
             if http.is_some() {
                 for (class, n) in ep.http.responses.snapshot() {
-                    fams[16].add(&format!("{bl},class=\"{class}\""), n);
+                    fams[M::BackendHttpResponses as usize]
+                        .add(&format!("{bl},class=\"{class}\""), n);
                 }
-                histogram(&mut fams[18], &bl, &ep.http.latency);
+                histogram(
+                    &mut fams[M::BackendHttpDuration as usize],
+                    &bl,
+                    &ep.http.latency,
+                );
             }
         }
     }
@@ -224,4 +286,21 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
         out.push_str(&f.samples);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_announced_once() {
+        let text = render(&[]);
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+        assert_eq!(helps.len(), M::ALL.len());
+        let mut names: Vec<&str> = helps.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), M::ALL.len(), "a family name is used twice");
+        assert!(text.contains("# TYPE shoal_lb_http_request_duration_seconds histogram"));
+    }
 }

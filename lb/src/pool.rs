@@ -195,13 +195,12 @@ impl Pool {
                 }
             })
             .collect();
-        let first = old.is_empty() && lock(&self.tasks).is_empty();
         let mut current = lock(&self.config);
         if current.policy != config.policy || current.options != config.options {
             self.policy
                 .store(Arc::new(config.policy.build(config.options)));
         }
-        let health_changed = first || current.health != config.health;
+        let health_changed = current.health != config.health;
         let endpoints_changed =
             old.len() != endpoints.len() || endpoints.iter().any(|e| !old.contains_key(&e.addr()));
         *current = config;
