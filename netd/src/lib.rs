@@ -20,11 +20,14 @@
 //!   DNS record set and the balancer's listeners, for one node.
 //! - [`netns_sockets`]: balancer sockets made inside a sandbox namespace.
 //! - [`node`]: one node's reconcile: overlay, then DNS, then the balancer.
+//! - [`spec`]: what users ask for (network and service specs, updates, short forms).
 //! - [`store`]: the cluster store contract and its two backends, embedded
 //!   ([`store::memory`]) and etcd ([`store::etcd`]).
 
 pub mod agent;
 pub mod alloc;
+pub mod compose;
+pub mod container;
 pub mod follow;
 pub mod health;
 pub mod ipam;
@@ -32,5 +35,7 @@ pub mod liveness;
 pub mod model;
 pub mod netns_sockets;
 pub mod node;
+pub mod ops;
+pub mod spec;
 pub mod store;
 pub mod translate;

@@ -49,6 +49,9 @@ pub struct Network {
     /// A fixed MTU instead of the one derived from the underlay.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Free-form labels (`stack` names the stack that made it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How a service is reached by name.
@@ -171,6 +174,17 @@ pub struct Service {
     /// How the client address reaches replicas.
     #[serde(default)]
     pub client_address: ClientAddress,
+    /// How many replicas netd runs itself (spread over the nodes), each
+    /// running `command`. 0: replicas come only from `netd run`.
+    #[serde(default)]
+    pub replicas: u32,
+    /// The command each netd-run replica executes (argv), in its own
+    /// container namespace attached to the service's networks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Free-form labels (`stack` names the stack that made it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_policy() -> PolicyKind {

@@ -1,0 +1,1 @@
+//! Container namespaces and their processes (being written).

@@ -1,0 +1,1 @@
+//! Cluster operations on the store (being written).
