@@ -17,6 +17,7 @@ need=(
   wireguard-go       # the stock peer of the encrypted-overlay interop test
   wireguard-tools    # wg, to configure that peer
   tcpdump            # proves no clear VXLAN crosses the underlay
+  python3            # the replicas of the netd examples and tests (http.server)
   "$@"
 )
 

@@ -4,7 +4,9 @@
 //! or after a short delay; the data plane keeps its last good state
 //! meanwhile.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,7 +15,7 @@ use crate::follow::follow;
 use crate::health::HealthChecks;
 use crate::ipam::Ipam;
 use crate::liveness::{keep_alive, Owned};
-use crate::model::{Node, Snapshot};
+use crate::model::{keys, EndpointState, Node, Snapshot};
 use crate::node::NodeRuntime;
 use crate::store::{Revision, Store};
 use crate::translate::Local;
@@ -23,13 +25,53 @@ pub const DEBOUNCE: Duration = Duration::from_millis(20);
 /// How soon a failed reconcile is tried again without a new change.
 pub const RETRY: Duration = Duration::from_secs(2);
 
+/// The namespaces of this node's containers, by (network, endpoint name);
+/// shared by the agent loop and whoever starts tasks.
+pub type Containers = Arc<Mutex<BTreeMap<(String, String), String>>>;
+
+/// Counters of the reconcile loop.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Reconciles that succeeded.
+    pub reconciles: AtomicU64,
+    /// Reconciles that failed (retried).
+    pub failures: AtomicU64,
+    /// Microseconds the last successful reconcile took.
+    pub last_micros: AtomicU64,
+}
+
+impl Stats {
+    /// Prometheus text for these counters.
+    pub fn render(&self, applied: Revision) -> String {
+        format!(
+            "# HELP netd_reconciles_total Reconciles by result.\n# TYPE netd_reconciles_total counter\n\
+             netd_reconciles_total{{result=\"ok\"}} {}\nnetd_reconciles_total{{result=\"error\"}} {}\n\
+             # HELP netd_reconcile_last_seconds How long the last successful reconcile took.\n# TYPE netd_reconcile_last_seconds gauge\n\
+             netd_reconcile_last_seconds {}\n\
+             # HELP netd_applied_revision The store revision this node has applied.\n# TYPE netd_applied_revision gauge\n\
+             netd_applied_revision {applied}\n",
+            self.reconciles.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+            self.last_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
+    }
+}
+
 /// Handles of a running agent.
 #[derive(Debug)]
 pub struct Agent {
     /// The revision of the last snapshot applied without error.
     pub reconciled: watch::Receiver<Revision>,
+    /// The last snapshot applied without error.
+    pub applied: watch::Receiver<Arc<Snapshot>>,
     /// What this node owns in the store.
     pub owned: Arc<Owned>,
+    /// This node's containers; add one before writing its endpoint.
+    pub containers: Containers,
+    /// The node's balancer once it runs.
+    pub lb: Arc<std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>>,
+    /// Reconcile counters.
+    pub stats: Arc<Stats>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,6 +81,8 @@ impl Agent {
     pub fn start(store: Arc<dyn Store>, node: Node, local: Local, lease_ttl: Duration) -> Agent {
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, reconciled) = watch::channel(0);
+        let (applied_tx, applied) = watch::channel(Arc::new(Snapshot::default()));
+        let containers: Containers = Arc::new(Mutex::new(local.containers.clone()));
         let owned = Owned::new(node);
         tokio::spawn(keep_alive(
             Arc::clone(&store),
@@ -48,19 +92,31 @@ impl Agent {
         ));
         let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
         tokio::spawn(follow(Arc::clone(&store), snap_tx, stop_rx.clone()));
-        let checks = HealthChecks::new(Arc::clone(&store), &local.node);
+        let checks = HealthChecks::new(Arc::clone(&store), &local.node, Some(Arc::clone(&owned)));
+        let rt = NodeRuntime::new(local);
+        let lb = rt.lb();
+        let stats = Arc::new(Stats::default());
         let task = tokio::spawn(reconcile_loop(
-            NodeRuntime::new(local),
-            checks,
-            Arc::clone(&owned),
-            Arc::clone(&store),
+            Loop {
+                stats: Arc::clone(&stats),
+                rt,
+                checks,
+                owned: Arc::clone(&owned),
+                store: Arc::clone(&store),
+                containers: Arc::clone(&containers),
+                acked: BTreeSet::new(),
+            },
             snaps,
-            done_tx,
+            (done_tx, applied_tx),
             stop_rx,
         ));
         Agent {
             reconciled,
+            applied,
             owned,
+            containers,
+            lb,
+            stats,
             stop,
             task,
         }
@@ -113,13 +169,58 @@ async fn ensure_lb_addresses(store: &dyn Store, owned: &Owned, snap: &Snapshot) 
     snap
 }
 
-async fn reconcile_loop(
-    mut rt: NodeRuntime,
-    mut checks: HealthChecks,
+/// What the reconcile loop works with.
+struct Loop {
+    stats: Arc<Stats>,
+    rt: NodeRuntime,
+    checks: HealthChecks,
     owned: Arc<Owned>,
     store: Arc<dyn Store>,
+    containers: Containers,
+    /// Draining endpoints this node has acknowledged, by (network, name).
+    acked: BTreeSet<(String, String)>,
+}
+
+impl Loop {
+    /// Tells the owners of draining endpoints that this node no longer
+    /// sends them new traffic (`ack/<network>/<endpoint>/<node>` on this
+    /// node's lease); they stop a replica once every live node has said so.
+    async fn acknowledge_draining(&mut self, snap: &Snapshot) {
+        let me = self.owned.node().name;
+        let draining: BTreeSet<(String, String)> = snap
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.state == EndpointState::Draining)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.acked.retain(|k| draining.contains(k));
+        for (net, name) in draining {
+            if self.acked.contains(&(net.clone(), name.clone())) {
+                continue;
+            }
+            let key = keys::ack(&net, &name, &me);
+            match self
+                .store
+                .put(
+                    &key,
+                    snap.revision.to_string().into_bytes(),
+                    self.owned.lease(),
+                )
+                .await
+            {
+                Ok(_) => {
+                    self.acked.insert((net, name));
+                }
+                Err(e) => tracing::warn!(error = %e, %key, "cannot acknowledge a draining replica"),
+            }
+        }
+    }
+}
+
+async fn reconcile_loop(
+    mut l: Loop,
     mut snaps: watch::Receiver<Arc<Snapshot>>,
-    done: watch::Sender<Revision>,
+    (done, applied): (watch::Sender<Revision>, watch::Sender<Arc<Snapshot>>),
     mut stop: watch::Receiver<bool>,
 ) {
     let mut pending_retry = false;
@@ -141,15 +242,30 @@ async fn reconcile_loop(
         }
         tokio::time::sleep(DEBOUNCE).await;
         let latest = snaps.borrow_and_update().clone();
-        let snap = ensure_lb_addresses(store.as_ref(), &owned, &latest).await;
-        match rt.reconcile(&snap).await {
+        let snap = ensure_lb_addresses(l.store.as_ref(), &l.owned, &latest).await;
+        let containers = l
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        l.rt.set_containers(containers);
+        let started = std::time::Instant::now();
+        match l.rt.reconcile(&snap).await {
             Ok(()) => {
                 pending_retry = false;
-                checks.sync(&snap, |net| rt.sandbox_sockets(net));
+                l.stats.reconciles.fetch_add(1, Ordering::Relaxed);
+                l.stats
+                    .last_micros
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                let rt = &mut l.rt;
+                l.checks.sync(&snap, |net| rt.sandbox_sockets(net));
+                l.acknowledge_draining(&snap).await;
+                applied.send_replace(Arc::new(snap.clone()));
                 done.send_replace(snap.revision);
             }
             Err(e) => {
                 pending_retry = true;
+                l.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, revision = snap.revision, "reconcile failed; the previous state stays, retrying");
             }
         }

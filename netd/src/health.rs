@@ -16,6 +16,7 @@ use shoal_lb::health::{Check, HealthSettings};
 use shoal_lb::sockets::Sockets;
 use tokio::task::JoinHandle;
 
+use crate::liveness::Owned;
 use crate::model::{keys, Endpoint, EndpointState, HealthCheck, Snapshot};
 use crate::store::Store;
 
@@ -25,15 +26,18 @@ type Checker = (HealthCheck, Option<SocketAddr>, JoinHandle<()>);
 /// The checker tasks of one node, by (network, endpoint).
 pub struct HealthChecks {
     store: Arc<dyn Store>,
+    owned: Option<Arc<Owned>>,
     node: String,
     tasks: HashMap<(String, String), Checker>,
 }
 
 impl HealthChecks {
-    /// No checks yet.
-    pub fn new(store: Arc<dyn Store>, node: &str) -> HealthChecks {
+    /// No checks yet. States written are also noted in `owned` (when this
+    /// node owns the endpoints), so re-registering keeps them.
+    pub fn new(store: Arc<dyn Store>, node: &str, owned: Option<Arc<Owned>>) -> HealthChecks {
         HealthChecks {
             store,
+            owned,
             node: node.to_string(),
             tasks: HashMap::new(),
         }
@@ -77,6 +81,7 @@ impl HealthChecks {
             };
             let task = tokio::spawn(run(
                 Arc::clone(&self.store),
+                self.owned.clone(),
                 key.clone(),
                 check.clone(),
                 addr,
@@ -99,6 +104,7 @@ impl Drop for HealthChecks {
 /// kept); with `only_from_starting`, only a starting replica is changed.
 async fn set_state(
     store: &dyn Store,
+    owned: Option<&Owned>,
     key: &(String, String),
     state: EndpointState,
     only_from_starting: bool,
@@ -127,6 +133,9 @@ async fn set_state(
             .await
         {
             Ok(true) => {
+                if let Some(o) = owned {
+                    o.note_state(&key.0, &key.1, state);
+                }
                 tracing::info!(endpoint = %key.1, network = %key.0, ?state, "replica health changed");
                 return;
             }
@@ -141,13 +150,21 @@ async fn set_state(
 
 async fn run(
     store: Arc<dyn Store>,
+    owned: Option<Arc<Owned>>,
     key: (String, String),
     check: HealthCheck,
     addr: Option<SocketAddr>,
     sockets: Arc<dyn Sockets>,
 ) {
     let Some(addr) = addr.filter(|_| check.check != Check::None) else {
-        set_state(store.as_ref(), &key, EndpointState::Healthy, true).await;
+        set_state(
+            store.as_ref(),
+            owned.as_deref(),
+            &key,
+            EndpointState::Healthy,
+            true,
+        )
+        .await;
         return;
     };
     let settings = HealthSettings {
@@ -178,7 +195,7 @@ async fn run(
         if next.is_some() && next != state {
             state = next;
             if let Some(s) = state {
-                set_state(store.as_ref(), &key, s, false).await;
+                set_state(store.as_ref(), owned.as_deref(), &key, s, false).await;
             }
         }
         tokio::time::sleep(settings.interval).await;

@@ -163,9 +163,34 @@ impl Ipam {
             .collect())
     }
 
-    /// Hands out an address to `owner`: from this node's blocks first, then
-    /// from a newly claimed block.
+    /// The address `owner` already holds in this node's blocks, if any.
+    pub async fn find(
+        &self,
+        store: &dyn Store,
+        owner: &str,
+    ) -> Result<Option<Ipv4Addr>, IpamError> {
+        let value = format!("{}/{owner}", self.node).into_bytes();
+        for b in self.my_blocks(store).await? {
+            let prefix = format!("ipam/{}/addr/{}/", self.network, b.network());
+            let (entries, _) = store.range(&prefix).await?;
+            if let Some(a) = entries
+                .iter()
+                .filter(|e| e.value == value)
+                .find_map(|e| e.key.rsplit('/').next()?.parse().ok())
+            {
+                return Ok(Some(a));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Hands out an address to `owner`: the one it already holds (so a
+    /// restarted node gets back what it had), else one from this node's
+    /// blocks, else one from a newly claimed block.
     pub async fn allocate(&self, store: &dyn Store, owner: &str) -> Result<Ipv4Addr, IpamError> {
+        if let Some(a) = self.find(store, owner).await? {
+            return Ok(a);
+        }
         loop {
             let mut candidate = None;
             for b in self.my_blocks(store).await? {
@@ -349,6 +374,8 @@ mod tests {
             v
         };
         assert_eq!(got[0], "10.9.0.2".parse::<Ipv4Addr>().unwrap());
+        // An owner asking again (a restarted node) gets what it holds.
+        assert_eq!(i.allocate(store.as_ref(), "t3").await.unwrap(), got[3]);
         let err = i.allocate(store.as_ref(), "t5").await.unwrap_err();
         assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
         i.release(store.as_ref(), got[2]).await.unwrap();

@@ -100,6 +100,42 @@ impl Owned {
         store.put(&key, json(&e), self.lease()).await.map(|_| ())
     }
 
+    /// Creates an owned endpoint only if its key is free in the store
+    /// (compare-and-swap); false if another endpoint has the name.
+    pub async fn claim_endpoint(&self, store: &dyn Store, e: Endpoint) -> Result<bool, StoreError> {
+        let key = keys::endpoint(&e.network, &e.name);
+        if !store.put_if(&key, 0, json(&e), self.lease()).await? {
+            return Ok(false);
+        }
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, e);
+        Ok(true)
+    }
+
+    /// The owned endpoint `name` in `network`, if any.
+    pub fn endpoint(&self, network: &str, name: &str) -> Option<Endpoint> {
+        self.endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&keys::endpoint(network, name))
+            .cloned()
+    }
+
+    /// Records a state another writer (the health checker) put into the
+    /// store, so a re-registration writes it back as it is, not as it was.
+    pub fn note_state(&self, network: &str, name: &str, state: crate::model::EndpointState) {
+        if let Some(e) = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&keys::endpoint(network, name))
+        {
+            e.state = state;
+        }
+    }
+
     /// Forgets an owned endpoint and deletes it.
     pub async fn remove_endpoint(
         &self,

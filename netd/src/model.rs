@@ -271,6 +271,15 @@ pub mod keys {
     pub fn endpoint(network: &str, name: &str) -> String {
         format!("ep/{network}/{name}")
     }
+    /// `ack/<network>/<endpoint>/`: the nodes that stopped sending new
+    /// traffic to a draining endpoint.
+    pub fn acks(network: &str, endpoint: &str) -> String {
+        format!("ack/{network}/{endpoint}/")
+    }
+    /// `ack/<network>/<endpoint>/<node>`.
+    pub fn ack(network: &str, endpoint: &str, node: &str) -> String {
+        format!("ack/{network}/{endpoint}/{node}")
+    }
 }
 
 /// Everything at one revision.

@@ -61,6 +61,8 @@ pub struct NodeRuntime {
     dns: Arc<Dns>,
     dns_servers: BTreeMap<String, DnsServer>,
     lb: Option<Arc<Runtime>>,
+    /// The balancer once it runs, for metrics.
+    lb_shared: Arc<std::sync::OnceLock<Arc<Runtime>>>,
     /// Sockets per listener name, read by the balancer when it binds.
     lb_sockets: Arc<Mutex<HashMap<String, Arc<dyn Sockets>>>>,
     /// One namespace worker per (namespace, source address).
@@ -77,6 +79,7 @@ impl NodeRuntime {
             dns: Arc::new(Dns::new(shoal_dns::Snapshot::empty())),
             dns_servers: BTreeMap::new(),
             lb: None,
+            lb_shared: Arc::new(std::sync::OnceLock::new()),
             lb_sockets: Arc::new(Mutex::new(HashMap::new())),
             workers: HashMap::new(),
         }
@@ -193,10 +196,16 @@ impl NodeRuntime {
                     }),
                 )
                 .map_err(|e| ReconcileError::Lb(e.to_string()))?;
+                let _ = self.lb_shared.set(Arc::clone(&rt));
                 self.lb = Some(rt);
             }
         }
         Ok(())
+    }
+
+    /// Replaces the local containers' namespaces (tasks come and go).
+    pub fn set_containers(&mut self, containers: BTreeMap<(String, String), String>) {
+        self.local.containers = containers;
     }
 
     /// Sockets inside `network`'s sandbox (for health checks of replicas).
@@ -205,6 +214,11 @@ impl NodeRuntime {
         self.worker(&sandbox, None)
             .ok()
             .map(|w| w as Arc<dyn Sockets>)
+    }
+
+    /// The balancer, once the first reconcile has started it.
+    pub fn lb(&self) -> Arc<std::sync::OnceLock<Arc<Runtime>>> {
+        Arc::clone(&self.lb_shared)
     }
 
     /// The DNS rooms (for tests and metrics).

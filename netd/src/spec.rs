@@ -81,7 +81,11 @@ pub struct BadForm(pub String);
 /// Parses a port: `TARGET`, `PUBLISHED:TARGET`, either followed by
 /// `/tcp` or `/http` (default tcp).
 pub fn parse_port(s: &str) -> Result<Port, BadForm> {
-    let bad = |why: &str| BadForm(format!("port `{s}`: {why} (expected [PUBLISHED:]TARGET[/tcp|/http])"));
+    let bad = |why: &str| {
+        BadForm(format!(
+            "port `{s}`: {why} (expected [PUBLISHED:]TARGET[/tcp|/http])"
+        ))
+    };
     let (ports, mode) = match s.split_once('/') {
         None => (s, PortMode::Tcp),
         Some((p, "tcp")) => (p, PortMode::Tcp),
@@ -121,9 +125,15 @@ mod tests {
     #[test]
     fn ports_in_every_short_form() {
         let p = parse_port("8080:8000").unwrap();
-        assert_eq!((p.published, p.target, p.mode), (Some(8080), 8000, PortMode::Tcp));
+        assert_eq!(
+            (p.published, p.target, p.mode),
+            (Some(8080), 8000, PortMode::Tcp)
+        );
         let p = parse_port("8000/http").unwrap();
-        assert_eq!((p.published, p.target, p.mode), (None, 8000, PortMode::Http));
+        assert_eq!(
+            (p.published, p.target, p.mode),
+            (None, 8000, PortMode::Http)
+        );
         for bad in ["", "x", "0", "70000", "1:2:3", "80/udp", ":80"] {
             let e = parse_port(bad).unwrap_err();
             assert!(e.0.contains(&format!("`{bad}`")), "{e}");

@@ -23,8 +23,9 @@ impl Node {
     }
 }
 
-/// One test's namespaces. Dropping it (panic included) deletes, in order,
-/// the shoal sandboxes of its nodes, its containers, its nodes and the
+/// One test's namespaces. Dropping it (panic included) kills the processes
+/// left inside them (replicas netd started) and deletes, in order, the
+/// shoal sandboxes and task namespaces of its nodes, its containers, its nodes and the
 /// underlay (the kernel then frees every link inside them), and the lock
 /// files shoal-overlay keeps for its nodes under /run/shoal, and every file
 /// registered with [`Lab::remove_on_drop`] (e.g. WireGuard UAPI sockets).
@@ -121,7 +122,9 @@ impl Lab {
         netns_list()
             .into_iter()
             .filter(|n| {
-                n.starts_with(&self.prefix) || n.starts_with(&format!("shoal.{}", self.prefix))
+                n.starts_with(&self.prefix)
+                    || n.starts_with(&format!("shoal.{}", self.prefix))
+                    || n.starts_with(&format!("shoal-t.{}", self.prefix))
             })
             .collect()
     }
@@ -136,9 +139,10 @@ impl Default for Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let sandboxes = format!("shoal.{}", self.prefix);
+        let tasks = format!("shoal-t.{}", self.prefix);
         let mut order: Vec<String> = netns_list()
             .into_iter()
-            .filter(|n| n.starts_with(&sandboxes))
+            .filter(|n| n.starts_with(&sandboxes) || n.starts_with(&tasks))
             .collect();
         order.extend(self.containers.iter().cloned());
         order.extend(self.nodes.iter().map(|n| n.name.clone()));
@@ -151,6 +155,16 @@ impl Drop for Lab {
             let _ = std::fs::remove_file(format!("/run/shoal/{}.lock", node.name));
         }
         for ns in order {
+            // Processes still inside (replicas netd started) go first.
+            let pids = output("ip", &["netns", "pids", &ns]);
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
             let out = output("ip", &["netns", "delete", &ns]);
             if !out.status.success() && !std::thread::panicking() {
                 eprintln!(

@@ -15,6 +15,7 @@
 //! # Layout
 //! - [`lab`]: [`Lab`], the guard owning a run's namespaces and processes; nodes and containers.
 //! - [`cmd`]: running `ip` and other commands, failing loudly with their stderr.
+//! - [`dns`]: one A query from inside a namespace.
 //! - [`sock`]: TCP sockets opened inside a namespace, for traffic checks.
 //! - [`proc`]: [`Proc`], a child process stopped with SIGTERM, then SIGKILL, on drop.
 //! - [`snapshot`]: a text picture of a namespace's links, addresses, neighbours, FDB and routes.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cmd;
+pub mod dns;
 pub mod lab;
 pub mod proc;
 pub mod snapshot;

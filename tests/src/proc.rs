@@ -28,6 +28,21 @@ impl Proc {
         }
     }
 
+    /// Starts a prepared command (stdin from /dev/null, stdout discarded,
+    /// stderr piped); `what` names it in messages.
+    pub fn from_command(mut cmd: Command, what: &str) -> Proc {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        Proc {
+            child: Some(child),
+            what: what.to_string(),
+        }
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)

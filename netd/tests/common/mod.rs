@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -126,37 +126,5 @@ impl OneNode {
 
 /// The rcode and the A records of an answer to `name` asked from `ns`.
 pub fn query(ns: &str, server: SocketAddr, name: &str) -> (u8, Vec<Ipv4Addr>) {
-    let mut q = vec![0x43, 0x21, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let qlen = q.len();
-    sock::in_netns(ns, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.send_to(&q, server).unwrap();
-        let mut buf = [0u8; 512];
-        let n = s.recv(&mut buf).unwrap();
-        let rcode = buf[3] & 0x0f;
-        let answers = u16::from_be_bytes([buf[6], buf[7]]);
-        // Answers follow the question; each A record is a 2-byte name
-        // pointer, type, class, TTL, length and 4 bytes of address.
-        let mut ips = Vec::new();
-        let mut at = qlen;
-        for _ in 0..answers {
-            if at + 16 > n {
-                break;
-            }
-            ips.push(Ipv4Addr::new(
-                buf[at + 12],
-                buf[at + 13],
-                buf[at + 14],
-                buf[at + 15],
-            ));
-            at += 16;
-        }
-        (rcode, ips)
-    })
+    shoal_tests::dns::query_a(ns, server, name)
 }

@@ -1,0 +1,114 @@
+//! Printing answers: aligned tables for people, JSON for scripts.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::model::{Port, PortMode};
+
+/// Prints `v` as pretty JSON.
+pub fn print_json(v: &impl Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("netd: cannot print JSON: {e}"),
+    }
+}
+
+/// A port as the CLI writes it: `8080:8000/http`.
+pub fn port(p: &Port) -> String {
+    let mode = match p.mode {
+        PortMode::Tcp => "",
+        PortMode::Http => "/http",
+    };
+    match p.published {
+        Some(pub_) => format!("{pub_}:{}{mode}", p.target),
+        None => format!("{}{mode}", p.target),
+    }
+}
+
+/// A table with a header row.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column names.
+    pub fn new<const N: usize>(header: [&str; N]) -> Table {
+        Table {
+            rows: vec![header.iter().map(|s| s.to_string()).collect()],
+        }
+    }
+
+    /// Adds a row.
+    pub fn row<const N: usize>(&mut self, cells: [String; N]) {
+        self.rows.push(cells.to_vec());
+    }
+
+    /// The table as text, columns padded to their widest cell.
+    pub fn render(&self) -> String {
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for r in &self.rows {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+                .collect();
+            out.push_str(line.join("   ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Prints it.
+    pub fn print(&self) {
+        print!("{}", self.render());
+    }
+}
+
+/// Prints a stack deploy report (`created`, `updated`, `unchanged` lists).
+pub fn print_report(v: &Value) {
+    let Some(obj) = v.as_object() else {
+        println!("{v}");
+        return;
+    };
+    for (k, items) in obj {
+        if let Some(items) = items.as_array() {
+            for i in items {
+                let name = i
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| i.to_string());
+                println!("{k}: {name}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let mut t = Table::new(["NAME", "IP"]);
+        t.row(["web.1".into(), "10.0.0.2".into()]);
+        t.row(["a".into(), "".into()]);
+        assert_eq!(t.render(), "NAME    IP\nweb.1   10.0.0.2\na\n");
+    }
+
+    #[test]
+    fn ports_print_as_written() {
+        let p = crate::spec::parse_port("8080:8000/http").unwrap();
+        assert_eq!(port(&p), "8080:8000/http");
+        assert_eq!(port(&crate::spec::parse_port("53").unwrap()), "53");
+    }
+}

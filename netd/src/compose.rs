@@ -1,1 +1,0 @@
-//! Compose files turned into specs (being written).

@@ -1,1 +1,0 @@
-//! Container namespaces and their processes (being written).
