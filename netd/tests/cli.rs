@@ -10,32 +10,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use shoal_tests::{sock, Proc};
-use support::{http_get, wait_for, AgentNode};
-
-/// Starts replica `name` of web (python's http.server on 8000) in a
-/// directory whose `id` file holds its name.
-fn replica(t: &AgentNode, name: &str) -> Proc {
-    let dir = t.dir.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("id"), name).unwrap();
-    t.agent.run(
-        &dir,
-        &[
-            "--network",
-            "front",
-            "--service",
-            "web",
-            "--name",
-            name,
-            "--",
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-        ],
-    )
-}
+use shoal_tests::sock;
+use support::{http_replica, replicas_seen, wait_for, AgentNode};
 
 fn ask(ns: &str, name: &str) -> (u8, Vec<Ipv4Addr>) {
     shoal_tests::dns::query_a(ns, "10.77.0.1:53".parse().unwrap(), name)
@@ -60,9 +36,9 @@ fn a_service_on_one_node_from_create_to_restart() {
         "--health",
         "tcp",
     ]);
-    let _r1 = replica(&t, "web.1");
-    let _r2 = replica(&t, "web.2");
-    let mut r3 = replica(&t, "web.3");
+    let _r1 = http_replica(&t.agent, &t.dir, "front", "web", "web.1");
+    let _r2 = http_replica(&t.agent, &t.dir, "front", "web", "web.2");
+    let mut r3 = http_replica(&t.agent, &t.dir, "front", "web", "web.3");
     let tasks = a.wait_healthy("web", 3);
     let ips: Vec<Ipv4Addr> = tasks
         .iter()
@@ -104,13 +80,7 @@ fn a_service_on_one_node_from_create_to_restart() {
     assert_eq!(ask(&client_ns, "web.2").1.len(), 1);
 
     // The VIP and the published port reach every replica.
-    let seen = |to: SocketAddr, ns: &str| {
-        let mut names = std::collections::BTreeSet::new();
-        for _ in 0..30 {
-            names.insert(http_get(ns, to, "/id").unwrap());
-        }
-        names
-    };
+    let seen = |to: SocketAddr, ns: &str| replicas_seen(ns, to, 30);
     let all: std::collections::BTreeSet<String> = ["web.1", "web.2", "web.3"]
         .iter()
         .map(|s| s.to_string())

@@ -1,92 +1,29 @@
 //! One conformance suite, run against the embedded store and a real etcd
 //! (started per test on loopback ports, stopped and removed on drop).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_netd::store::etcd::EtcdStore;
 use shoal_netd::store::memory::MemoryStore;
 use shoal_netd::store::{Event, Store, StoreError, Watch, WatchItem};
-use shoal_tests::proc::Proc;
+use shoal_tests::etcd::Etcd;
 
-/// A single-member etcd on loopback, for one test.
-struct Etcd {
-    // Fields drop in order: etcd stops (SIGTERM, then SIGKILL) before its
-    // data directory is removed.
-    _proc: Proc,
-    _dir: RemoveOnDrop,
-    client_url: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir =
-            std::env::temp_dir().join(format!("shoal-etcd-{}-{}", std::process::id(), free_port()));
-        let (c, p) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{c}");
-        let peer_url = format!("http://127.0.0.1:{p}");
-        let (dir_s, cluster) = (dir.to_string_lossy().to_string(), format!("t={peer_url}"));
-        let proc = Proc::spawn(
-            "etcd",
-            &[
-                "--name",
-                "t",
-                "--data-dir",
-                &dir_s,
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &client_url,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &cluster,
-                "--log-level",
-                "error",
-            ],
-        );
-        Etcd {
-            _proc: proc,
-            _dir: RemoveOnDrop(dir),
-            client_url,
+/// The netd store of a test etcd (retrying while it starts).
+async fn etcd_store(etcd: &Etcd) -> Arc<dyn Store> {
+    for _ in 0..100 {
+        if let Ok(s) = EtcdStore::connect(
+            &[etcd.client_url().to_string()],
+            "/shoal-test/",
+            Duration::from_secs(1),
+        )
+        .await
+        {
+            return Arc::new(s);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-
-    async fn store(&self) -> Arc<dyn Store> {
-        for _ in 0..100 {
-            if let Ok(s) = EtcdStore::connect(
-                std::slice::from_ref(&self.client_url),
-                "/shoal-test/",
-                Duration::from_secs(1),
-            )
-            .await
-            {
-                return Arc::new(s);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("etcd did not come up at {}", self.client_url);
-    }
-}
-
-/// A directory removed when dropped.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    panic!("etcd did not come up at {}", etcd.client_url());
 }
 
 async fn next(w: &mut Watch) -> WatchItem {
@@ -234,7 +171,7 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $name() {
                     let etcd = Etcd::start();
-                    super::$name(etcd.store().await).await;
+                    super::$name(etcd_store(&etcd).await).await;
                 }
             )*
         }

@@ -16,6 +16,7 @@
 //! - [`lab`]: [`Lab`], the guard owning a run's namespaces and processes; nodes and containers.
 //! - [`cmd`]: running `ip` and other commands, failing loudly with their stderr.
 //! - [`dns`]: one A query from inside a namespace.
+//! - [`etcd`]: a real single-member etcd on loopback.
 //! - [`sock`]: TCP sockets opened inside a namespace, for traffic checks.
 //! - [`proc`]: [`Proc`], a child process stopped with SIGTERM, then SIGKILL, on drop.
 //! - [`snapshot`]: a text picture of a namespace's links, addresses, neighbours, FDB and routes.
@@ -24,6 +25,7 @@
 
 pub mod cmd;
 pub mod dns;
+pub mod etcd;
 pub mod lab;
 pub mod proc;
 pub mod snapshot;

@@ -135,6 +135,9 @@ fn health(o: &ServiceOpts, base: Option<HealthCheck>) -> Option<HealthCheck> {
     }
     if let Some(d) = o.health_timeout {
         h.timeout_ms = d.as_millis() as u64;
+    } else if o.health_interval.is_some() {
+        // A shorter interval given alone brings the default timeout down.
+        h.timeout_ms = h.timeout_ms.min(h.interval_ms);
     }
     if let Some(r) = o.health_rise {
         h.rise = r;

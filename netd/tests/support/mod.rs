@@ -215,3 +215,35 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Dur
     }
     start.elapsed()
 }
+
+/// Starts replica `name` of `service` on `network` through `agent`:
+/// python's http.server on 8000, in a directory under `dir` whose `id`
+/// file holds the replica's name (so `GET /id` tells replicas apart).
+pub fn http_replica(agent: &Agent, dir: &Path, network: &str, service: &str, name: &str) -> Proc {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("id"), name).unwrap();
+    agent.run(
+        &dir,
+        &[
+            "--network",
+            network,
+            "--service",
+            service,
+            "--name",
+            name,
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+        ],
+    )
+}
+
+/// Which replicas answer `GET /id` at `to` from `ns`, over `n` requests.
+pub fn replicas_seen(ns: &str, to: SocketAddr, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| http_get(ns, to, "/id").ok())
+        .collect()
+}
