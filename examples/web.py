@@ -1,0 +1,31 @@
+"""A tiny HTTP/1.1 server for the demo: answers every GET with its task name.
+
+netd starts each replica with the task's name as its hostname, so a reply
+says which replica served it. Keep-alive is supported (Content-Length is
+always set), so clients can reuse connections through the balancer.
+
+Usage: python3 examples/web.py [PORT]   (default 8000)
+"""
+
+import http.server
+import socket
+import sys
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = (socket.gethostname() + "\n").encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
+http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
