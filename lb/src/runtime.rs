@@ -6,6 +6,12 @@
 //! matched by name: a kept listener gets the new backends, policy and
 //! settings for new connections (open ones are untouched), a new one starts,
 //! a removed one stops accepting while its open connections finish.
+//!
+//! A graceful restart hands the listening sockets to the next process: it
+//! takes a duplicate of each ([`Listener::dup_socket`]), passes it on (e.g.
+//! over a unix socket) and the new process accepts on it; this one then
+//! [`Runtime::drain`]s. Only this process's copy closes, so the socket keeps
+//! listening throughout and no connection is refused.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -193,5 +199,88 @@ impl Runtime {
         tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::ProxySettings;
+    use crate::{Backend, PolicyKind, PoolConfig};
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// An echo server; returns its address.
+    async fn echo() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn round_trip(c: &mut TcpStream, what: &[u8]) {
+        c.write_all(what).await.unwrap();
+        let mut back = vec![0u8; what.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, what);
+    }
+
+    /// What a graceful restart relies on: a duplicated listening socket
+    /// keeps listening after the runtime drained, and open connections
+    /// finish on the old runtime.
+    #[tokio::test]
+    async fn a_lent_socket_outlives_the_drain_and_open_connections_finish() {
+        let backend = echo().await;
+        let config = Config {
+            admin: None,
+            drain_timeout: Duration::from_secs(1),
+            listeners: vec![ListenerConfig {
+                name: "l".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                pool: PoolConfig::new(vec![Backend::new(backend)], PolicyKind::RoundRobin),
+                proxy: ProxySettings::default(),
+                mode: Mode::Tcp,
+                http: Default::default(),
+            }],
+        };
+        let rt = Runtime::start(config).unwrap();
+        let l = rt.listeners().remove(0);
+        let addr = l.addr();
+        let mut open = TcpStream::connect(addr).await.unwrap();
+        round_trip(&mut open, b"before").await;
+
+        let lent = l.dup_socket().expect("accepting").unwrap();
+        let drained = {
+            let rt = Arc::clone(&rt);
+            tokio::spawn(async move { rt.drain(Duration::from_secs(10)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(l.dup_socket().is_none(), "a stopped listener lends nothing");
+        // The old runtime no longer accepts, yet the socket listens: the
+        // connection waits in the queue for the new owner.
+        let taken = TcpListener::from_std(std::net::TcpListener::from(lent)).unwrap();
+        let (c, a) = tokio::join!(TcpStream::connect(addr), taken.accept());
+        c.unwrap();
+        assert_eq!(rt.listeners()[0].stats().accepted.load(Relaxed), 1);
+        drop(a.unwrap());
+        // The open connection still runs on the draining runtime.
+        round_trip(&mut open, b"after").await;
+        assert!(!drained.is_finished());
+        drop(open);
+        assert!(tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .unwrap()
+            .unwrap());
     }
 }

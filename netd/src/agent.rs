@@ -16,7 +16,7 @@ use crate::health::HealthChecks;
 use crate::ipam::Ipam;
 use crate::liveness::{keep_alive, Owned};
 use crate::model::{keys, EndpointState, Node, Snapshot};
-use crate::node::NodeRuntime;
+use crate::node::{DataPlane, NodeRuntime, Plane};
 use crate::store::{Revision, Store};
 use crate::translate::Local;
 
@@ -70,6 +70,8 @@ pub struct Agent {
     pub containers: Containers,
     /// The node's balancer once it runs.
     pub lb: Arc<std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>>,
+    /// The node's serving sockets, for a handover to a new agent.
+    pub data_plane: DataPlane,
     /// Reconcile counters.
     pub stats: Arc<Stats>,
     stop: watch::Sender<bool>,
@@ -79,6 +81,18 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent of `node` (described to the kernel by `local`).
     pub fn start(store: Arc<dyn Store>, node: Node, local: Local, lease_ttl: Duration) -> Agent {
+        Self::start_with(store, node, local, lease_ttl, Plane::default())
+    }
+
+    /// As [`Agent::start`], with the data plane where `plane` says (its own
+    /// runtime, sockets handed over by a previous agent).
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        node: Node,
+        local: Local,
+        lease_ttl: Duration,
+        plane: Plane,
+    ) -> Agent {
         let (stop, stop_rx) = watch::channel(false);
         let (done_tx, reconciled) = watch::channel(0);
         let (applied_tx, applied) = watch::channel(Arc::new(Snapshot::default()));
@@ -93,8 +107,9 @@ impl Agent {
         let (snap_tx, snaps) = watch::channel(Arc::new(Snapshot::default()));
         tokio::spawn(follow(Arc::clone(&store), snap_tx, stop_rx.clone()));
         let checks = HealthChecks::new(Arc::clone(&store), &local.node, Some(Arc::clone(&owned)));
-        let rt = NodeRuntime::new(local);
+        let rt = NodeRuntime::with_plane(local, plane);
         let lb = rt.lb();
+        let data_plane = rt.data_plane();
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(reconcile_loop(
             Loop {
@@ -116,6 +131,7 @@ impl Agent {
             owned,
             containers,
             lb,
+            data_plane,
             stats,
             stop,
             task,
@@ -135,34 +151,52 @@ impl Agent {
 }
 
 /// Gives this node an lb address (from its own IPAM blocks) in every clear
-/// network that lacks one, and returns the snapshot as it will read once
-/// those writes arrive.
+/// network, and returns the snapshot as it will read once those writes
+/// arrive. An address is checked against IPAM each time: a network removed
+/// and created again under the same name frees the old address, which must
+/// not stay on the bridge (a task may be handed it). Addresses of networks
+/// that are gone are dropped. With the store away, what the node has stays.
 async fn ensure_lb_addresses(store: &dyn Store, owned: &Owned, snap: &Snapshot) -> Snapshot {
     let mut snap = snap.clone();
     let mut node = owned.node();
+    let before = node.lb_addresses.clone();
+    node.lb_addresses
+        .retain(|n, _| snap.networks.get(n).is_some_and(|net| !net.encrypted));
+    let owner = format!("lb:{}", node.name);
     for net in snap.networks.values().filter(|n| !n.encrypted) {
-        if node.lb_addresses.contains_key(&net.name) {
-            continue;
-        }
         let ipam = Ipam {
             network: net.name.clone(),
             subnet: net.subnet,
             gateway: net.gateway,
             node: node.name.clone(),
         };
-        match ipam.allocate(store, &format!("lb:{}", node.name)).await {
-            Ok(ip) => match owned.set_lb_address(store, &net.name, ip).await {
-                Ok(()) => {
-                    tracing::info!(network = %net.name, %ip, "this node's lb address");
-                    node.lb_addresses.insert(net.name.clone(), ip);
-                }
-                Err(e) => {
-                    tracing::warn!(network = %net.name, error = %e, "cannot record the lb address")
-                }
-            },
+        let held = match ipam.find(store, &owner).await {
+            Ok(h) => h,
             Err(e) => {
+                tracing::warn!(network = %net.name, error = %e, "cannot check the lb address now; keeping it");
+                continue;
+            }
+        };
+        if held.is_some() && held == node.lb_addresses.get(&net.name).copied() {
+            continue;
+        }
+        match ipam.allocate(store, &owner).await {
+            Ok(ip) => {
+                tracing::info!(network = %net.name, %ip, "this node's lb address");
+                node.lb_addresses.insert(net.name.clone(), ip);
+            }
+            Err(e) => {
+                node.lb_addresses.remove(&net.name);
                 tracing::warn!(network = %net.name, error = %e, "no lb address for this node")
             }
+        }
+    }
+    if node.lb_addresses != before {
+        if let Err(e) = owned
+            .set_lb_addresses(store, node.lb_addresses.clone())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the lb addresses; retrying on the next change");
         }
     }
     snap.nodes.insert(node.name.clone(), node);

@@ -156,6 +156,21 @@ async fn run(
     addr: Option<SocketAddr>,
     sockets: Arc<dyn Sockets>,
 ) {
+    if let (Check::None, Some(addr)) = (&check.check, addr) {
+        // No check: healthy once its port first accepts (not before its
+        // process even listens), then left alone.
+        let settings = HealthSettings {
+            check: Check::Tcp,
+            interval: Duration::from_millis(100),
+            timeout: Duration::from_millis(500),
+            rise: 1,
+            fall: 1,
+            jitter: Duration::ZERO,
+        };
+        while !check_once_with(sockets.as_ref(), addr, &settings).await {
+            tokio::time::sleep(settings.interval).await;
+        }
+    }
     let Some(addr) = addr.filter(|_| check.check != Check::None) else {
         set_state(
             store.as_ref(),

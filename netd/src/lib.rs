@@ -15,6 +15,7 @@
 //! - [`alloc`]: VNIs and VIPs, allocated cluster-wide by compare-and-swap.
 //! - [`follow`]: a snapshot kept current from the store (read, watch,
 //!   resync on compaction or a broken watch).
+//! - [`handover`]: a graceful restart: the listening sockets passed to a new agent, the old one drained.
 //! - [`health`]: checks of this node's replicas, transitions written to the store.
 //! - [`ipam`]: address blocks per node, claimed by compare-and-swap.
 //! - [`liveness`]: the node's lease, renewed, replaced and re-asserted.
@@ -37,6 +38,7 @@ pub mod cli;
 pub mod compose;
 pub mod container;
 pub mod follow;
+pub mod handover;
 pub mod health;
 pub mod ipam;
 pub mod liveness;

@@ -65,6 +65,24 @@ impl Owned {
             .map(|_| ())
     }
 
+    /// Replaces this node's lb addresses (networks gone, or addresses
+    /// given up) and writes the node entry on the lease.
+    pub async fn set_lb_addresses(
+        &self,
+        store: &dyn Store,
+        addresses: std::collections::BTreeMap<String, std::net::Ipv4Addr>,
+    ) -> Result<(), StoreError> {
+        let node = {
+            let mut n = self.node.lock().unwrap_or_else(|e| e.into_inner());
+            n.lb_addresses = addresses;
+            n.clone()
+        };
+        store
+            .put(&keys::node(&node.name), json(&node), self.lease())
+            .await
+            .map(|_| ())
+    }
+
     fn endpoints(&self) -> Vec<Endpoint> {
         self.endpoints
             .lock()

@@ -7,10 +7,19 @@
 //! Order matters: the overlay first (it makes the sandboxes and puts VIPs
 //! and lb addresses on their bridges), then DNS servers on each network's
 //! gateway inside its sandbox, then the balancer's listeners.
+//!
+//! The data plane (DNS servers, listeners, proxied connections) can run on
+//! a runtime of its own ([`Plane`]), so it outlives the control plane while
+//! a new agent takes over ([`crate::handover`]). A listening socket the
+//! previous agent handed over is used wherever its key matches, instead of
+//! binding anew; [`DataPlane`] gives this node's sockets to a successor.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use shoal_dns::server::{Dns, DnsServer};
 use shoal_lb::config::{Config as LbConfig, ListenerConfig};
@@ -18,6 +27,7 @@ use shoal_lb::runtime::Runtime;
 use shoal_lb::sockets::Sockets;
 use shoal_overlay::names::Names;
 
+use crate::handover::{self, Inherited, Key, NsId};
 use crate::model::Snapshot;
 use crate::netns_sockets::NetnsSockets;
 use crate::translate::lb::Place;
@@ -37,62 +47,159 @@ pub enum ReconcileError {
     Lb(String),
 }
 
-/// Listens in one namespace, connects from another (a published port:
-/// listening on the host, reaching replicas through a sandbox).
-#[derive(Debug)]
-struct Split {
-    listen: Arc<NetnsSockets>,
-    outbound: Arc<NetnsSockets>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Sockets for Split {
-    fn outbound(&self, to: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+/// Where the node's data plane runs and which sockets it starts from.
+#[derive(Debug, Clone, Default)]
+pub struct Plane {
+    /// The runtime that runs DNS servers, listeners and proxied
+    /// connections (default: the caller's).
+    pub runtime: Option<tokio::runtime::Handle>,
+    /// Sockets a previous agent handed over: each is used instead of
+    /// binding anew where its key matches; the rest are closed after the
+    /// first successful reconcile.
+    pub inherited: Arc<Inherited>,
+}
+
+/// The namespace of each balancer listener's socket, by (name, address),
+/// as bound.
+type Bound = Arc<Mutex<HashMap<(String, SocketAddr), NsId>>>;
+
+/// A listener's sockets: listening in one namespace (on a handed-over
+/// socket where there is one), connecting from a sandbox. For a published
+/// port the two differ: it listens on the host and reaches replicas
+/// through the sandbox.
+#[derive(Debug)]
+struct Placed {
+    name: String,
+    listen: Arc<NetnsSockets>,
+    listen_ns: NsId,
+    outbound: Arc<NetnsSockets>,
+    inherited: Arc<Inherited>,
+    bound: Bound,
+}
+
+impl Sockets for Placed {
+    fn outbound(&self, to: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
         self.outbound.outbound(to)
     }
-    fn listen(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-        self.listen.listen(addr)
+
+    fn listen(&self, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let l = match self.inherited.tcp_listener(self.listen_ns, addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l)?,
+            None => self.listen.listen(addr)?,
+        };
+        lock(&self.bound).insert((self.name.clone(), addr), self.listen_ns);
+        Ok(l)
     }
+}
+
+/// A network's DNS server, with what a successor needs of its sockets.
+struct Served {
+    server: DnsServer,
+    netns: NsId,
+    addr: SocketAddr,
+    /// Duplicates of the served sockets; they close with the server.
+    udp: OwnedFd,
+    tcp: OwnedFd,
 }
 
 /// The node's running rooms.
 pub struct NodeRuntime {
     local: Local,
     names: Names,
+    plane: Plane,
     dns: Arc<Dns>,
-    dns_servers: BTreeMap<String, DnsServer>,
+    dns_servers: Arc<Mutex<BTreeMap<String, Served>>>,
     lb: Option<Arc<Runtime>>,
     /// The balancer once it runs, for metrics.
-    lb_shared: Arc<std::sync::OnceLock<Arc<Runtime>>>,
+    lb_shared: Arc<OnceLock<Arc<Runtime>>>,
     /// Sockets per listener name, read by the balancer when it binds.
     lb_sockets: Arc<Mutex<HashMap<String, Arc<dyn Sockets>>>>,
-    /// One namespace worker per (namespace, source address).
-    workers: HashMap<(String, Option<IpAddr>), Arc<NetnsSockets>>,
+    bound: Bound,
+    /// One namespace worker per (namespace, source address), with the
+    /// namespace it entered.
+    workers: HashMap<(String, Option<IpAddr>), (Arc<NetnsSockets>, NsId)>,
+    reconciled_once: bool,
 }
 
 impl NodeRuntime {
     /// Rooms for the node `local` describes; nothing runs until the first
     /// [`NodeRuntime::reconcile`].
     pub fn new(local: Local) -> NodeRuntime {
+        NodeRuntime::with_plane(local, Plane::default())
+    }
+
+    /// As [`NodeRuntime::new`], with the data plane where `plane` says.
+    pub fn with_plane(local: Local, plane: Plane) -> NodeRuntime {
         NodeRuntime {
             names: Names::new(&local.node),
             local,
+            plane,
             dns: Arc::new(Dns::new(shoal_dns::Snapshot::empty())),
-            dns_servers: BTreeMap::new(),
+            dns_servers: Arc::new(Mutex::new(BTreeMap::new())),
             lb: None,
-            lb_shared: Arc::new(std::sync::OnceLock::new()),
+            lb_shared: Arc::new(OnceLock::new()),
             lb_sockets: Arc::new(Mutex::new(HashMap::new())),
+            bound: Arc::new(Mutex::new(HashMap::new())),
             workers: HashMap::new(),
+            reconciled_once: false,
         }
     }
 
-    fn worker(&mut self, netns: &str, source: Option<IpAddr>) -> Result<Arc<NetnsSockets>, String> {
-        if let Some(w) = self.workers.get(&(netns.to_string(), source)) {
-            return Ok(Arc::clone(w));
+    fn worker(
+        &mut self,
+        netns: &str,
+        source: Option<IpAddr>,
+    ) -> Result<(Arc<NetnsSockets>, NsId), String> {
+        if let Some((w, ns)) = self.workers.get(&(netns.to_string(), source)) {
+            return Ok((Arc::clone(w), *ns));
         }
         let w = Arc::new(NetnsSockets::new(netns, source).map_err(|e| e.to_string())?);
+        let ns = w
+            .run(handover::current_netns)
+            .map_err(|e| format!("namespace {netns}: {e}"))?;
         self.workers
-            .insert((netns.to_string(), source), Arc::clone(&w));
-        Ok(w)
+            .insert((netns.to_string(), source), (Arc::clone(&w), ns));
+        Ok((w, ns))
+    }
+
+    /// Serves `network`'s DNS on `addr` in `w`'s namespace: on the sockets
+    /// handed over for it, or on new ones.
+    fn serve_dns(
+        &self,
+        network: &str,
+        w: &NetnsSockets,
+        netns: NsId,
+        addr: SocketAddr,
+    ) -> io::Result<Served> {
+        let inherited = &self.plane.inherited;
+        let udp = match inherited.udp_socket(netns, addr) {
+            Some(s) => s,
+            None => w.run(move || std::net::UdpSocket::bind(addr))?,
+        };
+        let tcp = match inherited.tcp_listener(netns, addr) {
+            Some(l) => l,
+            None => w.run(move || std::net::TcpListener::bind(addr))?,
+        };
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        let (udp_dup, tcp_dup) = (
+            udp.as_fd().try_clone_to_owned()?,
+            tcp.as_fd().try_clone_to_owned()?,
+        );
+        let _in_plane = self.plane.runtime.as_ref().map(|h| h.enter());
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        Ok(Served {
+            server: self.dns.serve(network, vec![udp], vec![tcp]),
+            netns,
+            addr,
+            udp: udp_dup,
+            tcp: tcp_dup,
+        })
     }
 
     /// Makes the node match `snap`.
@@ -114,38 +221,28 @@ impl NodeRuntime {
             .update(&translate::dns::record_set(snap))
             .map_err(|e| ReconcileError::Dns(e.to_string()))?;
         for net in snap.networks.values() {
-            if net.encrypted || self.dns_servers.contains_key(&net.name) {
+            if net.encrypted || lock(&self.dns_servers).contains_key(&net.name) {
                 continue;
             }
             let sandbox = self.names.sandbox(&net.name);
-            let w = self.worker(&sandbox, None).map_err(ReconcileError::Dns)?;
+            let (w, ns) = self.worker(&sandbox, None).map_err(ReconcileError::Dns)?;
             let addr = SocketAddr::new(IpAddr::V4(net.gateway), 53);
-            let (udp, tcp) = w
-                .run(move || {
-                    let udp = std::net::UdpSocket::bind(addr)?;
-                    udp.set_nonblocking(true)?;
-                    let tcp = std::net::TcpListener::bind(addr)?;
-                    tcp.set_nonblocking(true)?;
-                    Ok((udp, tcp))
-                })
+            let served = self
+                .serve_dns(&net.name, &w, ns, addr)
                 .map_err(|e| ReconcileError::Dns(format!("network {}: {e}", net.name)))?;
-            let udp = tokio::net::UdpSocket::from_std(udp)
-                .map_err(|e| ReconcileError::Dns(e.to_string()))?;
-            let tcp = tokio::net::TcpListener::from_std(tcp)
-                .map_err(|e| ReconcileError::Dns(e.to_string()))?;
-            let server = self.dns.serve(&net.name, vec![udp], vec![tcp]);
-            self.dns_servers.insert(net.name.clone(), server);
+            lock(&self.dns_servers).insert(net.name.clone(), served);
         }
-        let gone: Vec<String> = self
-            .dns_servers
-            .keys()
-            .filter(|n| !snap.networks.contains_key(*n))
-            .cloned()
-            .collect();
-        for n in gone {
-            if let Some(s) = self.dns_servers.remove(&n) {
-                let _ = s.shutdown().await;
-            }
+        let gone: Vec<Served> = {
+            let mut servers = lock(&self.dns_servers);
+            let names: Vec<String> = servers
+                .keys()
+                .filter(|n| !snap.networks.contains_key(*n))
+                .cloned()
+                .collect();
+            names.iter().filter_map(|n| servers.remove(n)).collect()
+        };
+        for s in gone {
+            let _ = s.server.shutdown().await;
         }
 
         // 3. The balancer: each listener's sockets where its place says.
@@ -161,46 +258,63 @@ impl NodeRuntime {
                 .and_then(|n| n.lb_addresses.get(&net))
                 .map(|a| IpAddr::V4(*a));
             let sandbox = self.names.sandbox(&net);
-            let outbound = self.worker(&sandbox, source).map_err(ReconcileError::Lb)?;
-            let s: Arc<dyn Sockets> = match listen_ns {
-                None => outbound,
+            let (outbound, sandbox_ns) =
+                self.worker(&sandbox, source).map_err(ReconcileError::Lb)?;
+            let (listen, listen_ns) = match listen_ns {
+                None => (Arc::clone(&outbound), sandbox_ns),
                 Some(host) => {
                     let host_ns = host.unwrap_or_else(|| "/proc/self/ns/net".to_string());
-                    let listen = self.worker(&host_ns, None).map_err(ReconcileError::Lb)?;
-                    Arc::new(Split { listen, outbound })
+                    self.worker(&host_ns, None).map_err(ReconcileError::Lb)?
                 }
             };
-            sockets.insert(p.config.name.clone(), s);
+            let s = Placed {
+                name: p.config.name.clone(),
+                listen,
+                listen_ns,
+                outbound,
+                inherited: Arc::clone(&self.plane.inherited),
+                bound: Arc::clone(&self.bound),
+            };
+            sockets.insert(p.config.name.clone(), Arc::new(s) as Arc<dyn Sockets>);
         }
-        *self.lb_sockets.lock().unwrap_or_else(|e| e.into_inner()) = sockets;
+        lock(&self.bound).retain(|(name, _), _| sockets.contains_key(name));
+        *lock(&self.lb_sockets) = sockets;
         let config = LbConfig {
             admin: None,
-            drain_timeout: std::time::Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
             listeners: placed.into_iter().map(|p| p.config).collect(),
         };
+        self.apply_lb(config).map_err(ReconcileError::Lb)?;
+
+        if !self.reconciled_once {
+            self.reconciled_once = true;
+            self.plane.inherited.close_unclaimed();
+        }
+        Ok(())
+    }
+
+    /// Starts or reloads the balancer, on the data plane's runtime.
+    fn apply_lb(&mut self, config: LbConfig) -> Result<(), String> {
+        let _in_plane = self.plane.runtime.as_ref().map(|h| h.enter());
         match &self.lb {
-            Some(rt) => rt
-                .apply(config)
-                .map_err(|e| ReconcileError::Lb(e.to_string()))?,
+            Some(rt) => rt.apply(config).map_err(|e| e.to_string()),
             None => {
                 let table = Arc::clone(&self.lb_sockets);
                 let rt = Runtime::start_with(
                     config,
                     Arc::new(move |l: &ListenerConfig| {
-                        table
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
+                        lock(&table)
                             .get(&l.name)
                             .cloned()
                             .unwrap_or_else(|| Arc::new(shoal_lb::sockets::Local))
                     }),
                 )
-                .map_err(|e| ReconcileError::Lb(e.to_string()))?;
+                .map_err(|e| e.to_string())?;
                 let _ = self.lb_shared.set(Arc::clone(&rt));
                 self.lb = Some(rt);
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Replaces the local containers' namespaces (tasks come and go).
@@ -213,16 +327,105 @@ impl NodeRuntime {
         let sandbox = self.names.sandbox(network);
         self.worker(&sandbox, None)
             .ok()
-            .map(|w| w as Arc<dyn Sockets>)
+            .map(|(w, _)| w as Arc<dyn Sockets>)
     }
 
     /// The balancer, once the first reconcile has started it.
-    pub fn lb(&self) -> Arc<std::sync::OnceLock<Arc<Runtime>>> {
+    pub fn lb(&self) -> Arc<OnceLock<Arc<Runtime>>> {
         Arc::clone(&self.lb_shared)
+    }
+
+    /// A handle on the node's serving sockets, for a handover.
+    pub fn data_plane(&self) -> DataPlane {
+        DataPlane {
+            lb: Arc::clone(&self.lb_shared),
+            dns_servers: Arc::clone(&self.dns_servers),
+            bound: Arc::clone(&self.bound),
+        }
     }
 
     /// The DNS rooms (for tests and metrics).
     pub fn dns(&self) -> &Arc<Dns> {
         &self.dns
+    }
+}
+
+/// The node's serving sockets and their servers, shared with the
+/// [`NodeRuntime`] that makes them; what a running agent hands to its
+/// successor and then stops.
+#[derive(Clone)]
+pub struct DataPlane {
+    lb: Arc<OnceLock<Arc<Runtime>>>,
+    dns_servers: Arc<Mutex<BTreeMap<String, Served>>>,
+    bound: Bound,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("lb", &self.lb.get().map(|rt| rt.listeners().len()))
+            .field("dns", &lock(&self.dns_servers).keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl DataPlane {
+    /// Duplicates of every socket the node serves on, keyed for a
+    /// successor: each balancer listener that still accepts, and each
+    /// network's DNS sockets (UDP and TCP).
+    pub fn listening_sockets(&self) -> Vec<(Key, OwnedFd)> {
+        let mut out = Vec::new();
+        let mut keep = |key: Key, fd: io::Result<OwnedFd>| match fd {
+            Ok(fd) => out.push((key, fd)),
+            Err(e) => {
+                tracing::warn!(socket = %key, error = %e, "cannot duplicate a socket for the successor")
+            }
+        };
+        if let Some(rt) = self.lb.get() {
+            let bound = lock(&self.bound).clone();
+            for l in rt.listeners() {
+                let Some(fd) = l.dup_socket() else { continue };
+                match bound.get(&(l.name().to_string(), l.addr())) {
+                    Some(&netns) => keep(
+                        Key::Tcp {
+                            netns,
+                            addr: l.addr(),
+                        },
+                        fd,
+                    ),
+                    None => {
+                        tracing::warn!(listener = %l.name(), "a listener of unknown namespace; not handed over")
+                    }
+                }
+            }
+        }
+        for s in lock(&self.dns_servers).values() {
+            let (netns, addr) = (s.netns, s.addr);
+            keep(Key::Udp { netns, addr }, s.udp.try_clone());
+            keep(Key::Tcp { netns, addr }, s.tcp.try_clone());
+        }
+        out
+    }
+
+    /// Stops serving: DNS stops answering and the balancer accepting (this
+    /// process's copies of the sockets close), then waits up to `deadline`
+    /// for open connections. True if they all finished.
+    pub async fn stop(&self, deadline: Duration) -> bool {
+        let servers: Vec<Served> = std::mem::take(&mut *lock(&self.dns_servers))
+            .into_values()
+            .collect();
+        let dns = async {
+            for s in servers {
+                let _ = s.server.shutdown().await;
+            }
+        };
+        let lb = async {
+            match self.lb.get() {
+                Some(rt) => rt.drain(deadline).await,
+                None => true,
+            }
+        };
+        let (drained, dns) = tokio::join!(lb, tokio::time::timeout(deadline, dns));
+        drained && dns.is_ok()
     }
 }

@@ -13,7 +13,9 @@
 //!    task. A task whose pid never arrives ends after [`PID_DEADLINE`].
 //! 3. [`Tasks::remove`]: a task whose process still runs is first marked
 //!    draining; it is stopped only once every live node has acknowledged
-//!    (no fixed sleep), or after [`ACK_DEADLINE`]. Then the endpoint, the
+//!    (no fixed sleep), or after [`ACK_DEADLINE`]. Then whatever the
+//!    process left running in the namespace is killed (as in a container,
+//!    the task ends with its main process), and the endpoint, the
 //!    attachment, the namespace and the address go, in that order.
 //!
 //! Tasks are recorded in `<state-dir>/tasks.json`, so a restarted agent
@@ -92,6 +94,10 @@ pub struct Task {
     pub start_time: Option<u64>,
     /// The replica slot, for replicas netd runs itself.
     pub slot: Option<u32>,
+    /// The command a replica netd runs itself was started with (empty for
+    /// other tasks, and for replicas recorded before netd kept it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
 }
 
 /// Why a task ends.
@@ -296,6 +302,7 @@ impl Tasks {
             pid: None,
             start_time: None,
             slot: spec.slot,
+            command: Vec::new(),
         };
         match self.attach(&mut task).await {
             Ok(()) => {
@@ -419,6 +426,21 @@ impl Tasks {
 
     /// Records the task's process and ends the task when it exits.
     pub async fn set_pid(&self, name: &str, pid: u32) -> Result<Task, OpError> {
+        self.set_process(name, pid, Vec::new())
+    }
+
+    /// [`Tasks::set_pid`] for a replica netd runs itself, with the command
+    /// it runs (a change of the service's command replaces the replica).
+    pub async fn set_replica_pid(
+        &self,
+        name: &str,
+        pid: u32,
+        command: Vec<String>,
+    ) -> Result<Task, OpError> {
+        self.set_process(name, pid, command)
+    }
+
+    fn set_process(&self, name: &str, pid: u32, command: Vec<String>) -> Result<Task, OpError> {
         let task = {
             let mut tasks = self.lock();
             let t = tasks.get_mut(name).ok_or_else(|| OpError::NotFound {
@@ -433,6 +455,7 @@ impl Tasks {
             }
             t.pid = Some(pid);
             t.start_time = container::start_time(pid);
+            t.command = command;
             t.clone()
         };
         self.persist();
@@ -480,6 +503,13 @@ impl Tasks {
             return false;
         }
         self.persist();
+        // The task is over once its process is: what it left running in its
+        // namespace (children, a shell's pipeline) goes with it, as in a
+        // container, rather than living on and holding the namespace.
+        let ns = task.netns.clone();
+        if let Ok(n @ 1..) = tokio::task::spawn_blocking(move || kill_leftovers(&ns)).await {
+            tracing::info!(task = %name, processes = n, "killed what the task's process left running");
+        }
         self.detach(&task).await;
         let ipam = match read_json::<Network>(store, &keys::network(&task.network)).await {
             Ok(Some((net, _, _))) => Some(Ipam {
@@ -500,7 +530,9 @@ impl Tasks {
     }
 
     /// Marks the task draining and waits until every live node has
-    /// acknowledged it (or [`ACK_DEADLINE`]).
+    /// acknowledged it (or [`ACK_DEADLINE`]). Only acknowledgements of a
+    /// snapshot at or past the draining mark count: one left from an
+    /// earlier task of the same name says nothing about this one.
     async fn drain(&self, task: &Task) {
         let store = self.inner.store.as_ref();
         let Some(mut ep) = self.inner.owned.endpoint(&task.network, &task.name) else {
@@ -511,28 +543,41 @@ impl Tasks {
             tracing::warn!(task = %task.name, error = %e, "cannot mark the task draining; stopping it anyway");
             return;
         }
+        let marked =
+            match read_json::<Endpoint>(store, &keys::endpoint(&task.network, &task.name)).await {
+                Ok(Some((_, rev, _))) => rev,
+                _ => 0,
+            };
         let started = tokio::time::Instant::now();
+        let mut missing: Vec<String> = Vec::new();
         loop {
             let acked = store.range(&keys::acks(&task.network, &task.name)).await;
             let nodes = store.range("node/").await;
             if let (Ok((acks, _)), Ok((nodes, _))) = (acked, nodes) {
                 let said: std::collections::BTreeSet<&str> = acks
                     .iter()
+                    .filter(|e| {
+                        std::str::from_utf8(&e.value)
+                            .ok()
+                            .and_then(|v| v.parse::<Revision>().ok())
+                            .is_some_and(|r| r >= marked)
+                    })
                     .filter_map(|e| e.key.rsplit('/').next())
                     .collect();
-                let missing: Vec<&str> = nodes
+                missing = nodes
                     .iter()
                     .filter_map(|e| e.key.strip_prefix("node/"))
                     .filter(|n| !said.contains(n))
+                    .map(str::to_string)
                     .collect();
                 if missing.is_empty() {
                     tracing::info!(task = %task.name, after = ?started.elapsed(), "every node stopped sending new traffic to the task");
                     return;
                 }
-                if started.elapsed() >= ACK_DEADLINE {
-                    tracing::warn!(task = %task.name, ?missing, "nodes did not acknowledge the drain in time; stopping anyway");
-                    return;
-                }
+            }
+            if started.elapsed() >= ACK_DEADLINE {
+                tracing::warn!(task = %task.name, ?missing, "nodes did not acknowledge the drain in time; stopping anyway");
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -591,10 +636,114 @@ impl Tasks {
     }
 }
 
+/// Kills (SIGKILL) every process inside namespace `netns` (a name under
+/// /run/netns), matched by its network namespace as `ip netns pids` does;
+/// returns how many. Each is signalled through a pidfd opened before the
+/// match is checked again, so a pid recycled meanwhile is never hit.
+fn kill_leftovers(netns: &str) -> usize {
+    use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(Path::new(shoal_overlay::netns::NETNS_DIR).join(netns)) else {
+        return 0;
+    };
+    let inside = |pid: i32| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|m| (m.dev(), m.ino()) == (ns.dev(), ns.ino()))
+    };
+    let me = std::process::id() as i32;
+    let Ok(proc) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in proc.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || !inside(pid) {
+            continue;
+        }
+        let Some(fd) = Pid::from_raw(pid).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok())
+        else {
+            continue;
+        };
+        if inside(pid) && pidfd_send_signal(&fd, Signal::KILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
 /// The container map implied by recorded tasks.
 pub fn containers_of(tasks: &BTreeMap<String, Task>) -> BTreeMap<(String, String), String> {
     tasks
         .values()
         .map(|t| ((t.network.clone(), t.name.clone()), t.netns.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command};
+
+    /// Deletes the namespace and kills the children on drop.
+    struct Guard(String, Vec<Child>);
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            for c in &mut self.1 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = ContainerNs::remove(&self.0);
+        }
+    }
+
+    #[test]
+    fn what_a_task_leaves_in_its_namespace_is_killed_and_nothing_else() {
+        let ns = format!("shoal-unit-{}-leftovers", std::process::id());
+        ContainerNs::create(&ns).unwrap();
+        let mut g = Guard(ns.clone(), Vec::new());
+        let spawn = |args: &[&str]| Command::new(args[0]).args(&args[1..]).spawn().unwrap();
+        g.1.push(spawn(&["ip", "netns", "exec", &ns, "sleep", "30"]));
+        g.1.push(spawn(&["ip", "netns", "exec", &ns, "sleep", "30"]));
+        g.1.push(spawn(&["sleep", "30"]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = Command::new("ip")
+                .args(["netns", "pids", &ns])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&pids.stdout)
+                .split_whitespace()
+                .count()
+                == 2
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sleeps never entered {ns}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(kill_leftovers(&ns), 2);
+        for c in &mut g.1[..2] {
+            let status = c.wait().unwrap();
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(9)
+            );
+        }
+        assert!(
+            g.1[2].try_wait().unwrap().is_none(),
+            "a process outside was hit"
+        );
+        assert_eq!(kill_leftovers(&ns), 0);
+        assert_eq!(kill_leftovers("shoal-unit-no-such-namespace"), 0);
+    }
 }

@@ -10,7 +10,10 @@ fn the_demo_stack_parses_cleanly() {
     let stack = shoal_netd::compose::parse("examples/stack.yml", text).unwrap();
     assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
     assert_eq!(stack.networks.len(), 1);
-    assert_eq!(stack.networks[0].subnet.unwrap().to_string(), "10.77.0.0/16");
+    assert_eq!(
+        stack.networks[0].subnet.unwrap().to_string(),
+        "10.77.0.0/16"
+    );
     let web = stack.services.iter().find(|s| s.name == "web").unwrap();
     assert_eq!(web.replicas, 4);
     assert_eq!(web.policy, PolicyKind::RoundRobin);

@@ -5,11 +5,15 @@
 //!
 //! One [`Listener`] per listening address. Its settings and pool can be
 //! swapped while it runs (reload): new connections see the new ones, open
-//! connections keep what they started with.
+//! connections keep what they started with. While it accepts, it can lend a
+//! duplicate of its listening socket ([`Listener::dup_socket`]) to another
+//! process taking over (a graceful restart).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -93,6 +97,9 @@ pub struct Listener {
     stop: CancellationToken,
     http: Option<Arc<HttpListener>>,
     sockets: Arc<dyn Sockets>,
+    /// The listening socket, owned by the accept loop (so it closes when
+    /// the loop ends), once [`Listener::serve`] was called.
+    socket: OnceLock<Weak<TcpListener>>,
 }
 
 impl Listener {
@@ -115,6 +122,7 @@ impl Listener {
             stats: ListenerStats::default(),
             stop: CancellationToken::new(),
             http: http.map(|h| Arc::new(HttpListener::new(h))),
+            socket: OnceLock::new(),
         });
         if let Some(h) = &listener.http {
             h.attach(Arc::downgrade(&listener));
@@ -178,15 +186,41 @@ impl Listener {
         }
     }
 
-    /// Accepts until stopped; each connection runs on `tracker`.
-    pub async fn serve(self: Arc<Self>, tcp: TcpListener, tracker: TaskTracker) {
+    /// A duplicate of the listening socket while this listener accepts
+    /// (`None` before [`Listener::serve`] and once stopped), for another
+    /// process to accept on: the kernel gives each new connection to one of
+    /// the two, and the socket stays open as long as either holds it, so
+    /// this listener can then stop and drain without a refused connection.
+    pub fn dup_socket(&self) -> Option<std::io::Result<OwnedFd>> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let tcp = self.socket.get()?.upgrade()?;
+        let dup = tcp.as_fd().try_clone_to_owned();
+        Some(dup)
+    }
+
+    /// Accepts on `tcp` until stopped; each connection runs on `tracker`.
+    /// The socket is this listener's from the call on (see
+    /// [`Listener::dup_socket`]); it closes when the returned future ends.
+    pub fn serve(
+        self: Arc<Self>,
+        tcp: TcpListener,
+        tracker: TaskTracker,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let tcp = Arc::new(tcp);
+        let _ = self.socket.set(Arc::downgrade(&tcp));
+        async move { self.accept_loop(&tcp, tracker).await }
+    }
+
+    async fn accept_loop(self: Arc<Self>, tcp: &TcpListener, tracker: TaskTracker) {
         // The keepalive that every connection accepted from now on already
         // carries, inherited from the listening socket (see `preset`).
         let mut inherited: Option<Option<Duration>> = None;
         loop {
             let keepalive = keepalive_of(&self.settings.load());
             if inherited != Some(keepalive) {
-                inherited = self.preset(&tcp, keepalive, &tracker);
+                inherited = self.preset(tcp, keepalive, &tracker);
             }
             let accepted = tokio::select! {
                 () = self.stop.cancelled() => return,

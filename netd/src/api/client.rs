@@ -60,7 +60,15 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer from the agent: {0}")]
     Protocol(String),
+    /// The agent took longer than [`REQUEST_TIMEOUT`] to answer.
+    #[error("the netd agent at {0} did not answer within {REQUEST_TIMEOUT:?} (see its log)")]
+    Timeout(String),
 }
+
+/// How long a request may take, answer included. The slowest requests
+/// wait on the datapath (a task waits for its attachment, a stack removal
+/// for its replicas to leave), each bounded well below this.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A client of one agent.
 #[derive(Debug, Clone)]
@@ -84,6 +92,17 @@ impl Client {
 
     /// Sends one request; returns the status and the body.
     pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), ClientError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.raw_unbounded(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout(self.describe()))?
+    }
+
+    async fn raw_unbounded(
         &self,
         method: &str,
         path: &str,

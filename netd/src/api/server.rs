@@ -10,7 +10,7 @@
 //! | `GET /v1/nodes` | live nodes |
 //! | `GET,POST /v1/tasks`, `DELETE /v1/tasks/{name}` | this node's tasks |
 //! | `POST /v1/tasks/{name}/pid` `{"pid": N}` | a task's process |
-//! | `POST,DELETE /v1/stacks/{name}` | compose stacks, already parsed by the client |
+//! | `POST,DELETE /v1/stacks/{name}` | compose stacks, already parsed by the client (what was done is returned) |
 //! | `GET /metrics` | Prometheus text |
 
 use std::path::Path;
@@ -80,7 +80,55 @@ pub fn router(state: ApiState) -> Router {
                 field: None,
             }
         })
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// The largest error body [`json_errors`] reads to reword.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// Makes every error answer JSON, including those axum writes itself (a
+/// method the path does not take, a body too large, a path it cannot
+/// decode), so a client can always read `error`.
+async fn json_errors(req: axum::extract::Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let allow = parts.headers.get(header::ALLOW).cloned();
+    let error = match (status, &allow) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(a)) => format!(
+            "method {method} is not allowed on this path (allowed: {})",
+            a.to_str().unwrap_or_default()
+        ),
+        (StatusCode::METHOD_NOT_ALLOWED, None) => {
+            format!("method {method} is not allowed on this path")
+        }
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
+    let mut out = ApiError {
+        status: status.as_u16(),
+        error,
+        field: None,
+    }
+    .into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(header::ALLOW, a);
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -280,8 +328,7 @@ async fn remove_stack(
     State(s): State<ApiState>,
     UrlPath(name): UrlPath<String>,
 ) -> ApiResult<impl IntoResponse> {
-    ops::remove_stack(s.store.as_ref(), &name).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(ops::remove_stack(s.store.as_ref(), &name).await?))
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
@@ -293,6 +340,10 @@ async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
 
 /// Serves the API on a unix socket at `path` (mode 0600: root only),
 /// replacing a stale socket file. Returns when `shutdown` resolves.
+///
+/// The socket is bound under a temporary name, given its mode, and only
+/// then renamed into place (over a stale file, in one step), so nobody can
+/// connect while it still has the mode the umask gave it.
 pub async fn serve_unix(
     path: &Path,
     router: Router,
@@ -302,12 +353,20 @@ pub async fn serve_unix(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    match std::fs::remove_file(path) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let listener = tokio::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = tokio::net::UnixListener::bind(&tmp)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -347,13 +406,18 @@ async fn authorize(
     if constant_time_eq(given.as_bytes(), token.as_bytes()) {
         next.run(req).await
     } else {
-        ApiError {
+        let mut resp = ApiError {
             status: 401,
             error: "this API listener needs `Authorization: Bearer <token>` with the agent's token"
                 .into(),
             field: None,
         }
-        .into_response()
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"netd\""),
+        );
+        resp
     }
 }
 

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::api::client::{Client, ClientError};
 use crate::model::{Endpoint, HealthCheck, Network, Node, Service};
+use crate::ops::{StackRemoval, StackReport};
 use crate::spec::{NetworkSpec, ServiceUpdate};
 
 /// Runs a client subcommand; returns the exit code.
@@ -58,6 +59,27 @@ impl From<ClientError> for Failure {
 }
 
 type Done = Result<(), Failure>;
+
+/// Notes one removal of a multi-name `rm`: its name is printed at once
+/// (table), or collected for one JSON list printed at the end. On an
+/// error, the names removed before it are still printed.
+fn removed(f: Format, done: &mut Vec<String>, name: &str, r: Result<Value, ClientError>) -> Done {
+    match r {
+        Ok(_) => {
+            match f {
+                Format::Json => done.push(name.to_string()),
+                Format::Table => println!("{name}"),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if f == Format::Json && !done.is_empty() {
+                print_json(done);
+            }
+            Err(e.into())
+        }
+    }
+}
 
 fn labels(l: &[(String, String)]) -> BTreeMap<String, String> {
     l.iter().cloned().collect()
@@ -107,10 +129,15 @@ async fn network(c: &Client, f: Format, cmd: &NetworkCmd) -> Done {
             print_json(&n);
         }
         NetworkCmd::Rm { names } => {
+            let mut done = Vec::new();
             for name in names {
-                c.call::<Value>("DELETE", &format!("/v1/networks/{name}"), None::<&()>)
-                    .await?;
-                println!("{name}");
+                let r = c
+                    .call::<Value>("DELETE", &format!("/v1/networks/{name}"), None::<&()>)
+                    .await;
+                removed(f, &mut done, name, r)?;
+            }
+            if f == Format::Json {
+                print_json(&done);
             }
         }
     }
@@ -210,11 +237,19 @@ async fn service(c: &Client, f: Format, cmd: &ServiceCmd) -> Done {
             }
         }
         ServiceCmd::Scale { pairs } => {
+            let mut scaled = Vec::new();
             for (name, n) in pairs {
                 let body = serde_json::json!({ "replicas": n });
-                c.call::<Value>("POST", &format!("/v1/services/{name}/scale"), Some(&body))
+                let s: Service = c
+                    .call("POST", &format!("/v1/services/{name}/scale"), Some(&body))
                     .await?;
-                println!("{name} scaled to {n}");
+                match f {
+                    Format::Json => scaled.push(s),
+                    Format::Table => println!("{name} scaled to {n}"),
+                }
+            }
+            if f == Format::Json {
+                print_json(&scaled);
             }
         }
         ServiceCmd::Ls => {
@@ -274,10 +309,15 @@ async fn service(c: &Client, f: Format, cmd: &ServiceCmd) -> Done {
             }
         }
         ServiceCmd::Rm { names } => {
+            let mut done = Vec::new();
             for name in names {
-                c.call::<Value>("DELETE", &format!("/v1/services/{name}"), None::<&()>)
-                    .await?;
-                println!("{name}");
+                let r = c
+                    .call::<Value>("DELETE", &format!("/v1/services/{name}"), None::<&()>)
+                    .await;
+                removed(f, &mut done, name, r)?;
+            }
+            if f == Format::Json {
+                print_json(&done);
             }
         }
     }
@@ -322,7 +362,7 @@ async fn stack(c: &Client, f: Format, cmd: &StackCmd) -> Done {
                 networks: stack.networks,
                 services: stack.services,
             };
-            let report: Value = c
+            let report: StackReport = c
                 .call("POST", &format!("/v1/stacks/{name}"), Some(&body))
                 .await?;
             match f {
@@ -331,9 +371,20 @@ async fn stack(c: &Client, f: Format, cmd: &StackCmd) -> Done {
             }
         }
         StackCmd::Rm { name } => {
-            c.call::<Value>("DELETE", &format!("/v1/stacks/{name}"), None::<&()>)
+            let r: StackRemoval = c
+                .call("DELETE", &format!("/v1/stacks/{name}"), None::<&()>)
                 .await?;
-            println!("{name}");
+            match f {
+                Format::Json => print_json(&r),
+                Format::Table => {
+                    for s in &r.services {
+                        println!("removed service {s}");
+                    }
+                    for n in &r.networks {
+                        println!("removed network {n}");
+                    }
+                }
+            }
         }
     }
     Ok(())

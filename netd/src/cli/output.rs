@@ -1,9 +1,9 @@
 //! Printing answers: aligned tables for people, JSON for scripts.
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::model::{Port, PortMode};
+use crate::ops::StackReport;
 
 /// Prints `v` as pretty JSON.
 pub fn print_json(v: &impl Serialize) {
@@ -74,22 +74,28 @@ impl Table {
     }
 }
 
-/// Prints a stack deploy report (`created`, `updated`, `unchanged` lists).
-pub fn print_report(v: &Value) {
-    let Some(obj) = v.as_object() else {
-        println!("{v}");
-        return;
-    };
-    for (k, items) in obj {
-        if let Some(items) = items.as_array() {
-            for i in items {
-                let name = i
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| i.to_string());
-                println!("{k}: {name}");
-            }
-        }
+/// A stack deploy report as lines: `created network back`, one per
+/// object, in the order the deploy went.
+pub fn report_lines(r: &StackReport) -> Vec<String> {
+    let mut out = Vec::new();
+    for (what, items) in [
+        ("created", &r.created),
+        ("updated", &r.updated),
+        ("unchanged", &r.unchanged),
+    ] {
+        out.extend(
+            items
+                .iter()
+                .map(|i| format!("{what} {} {}", i.kind, i.name)),
+        );
+    }
+    out
+}
+
+/// Prints a stack deploy report.
+pub fn print_report(r: &StackReport) {
+    for l in report_lines(r) {
+        println!("{l}");
     }
 }
 
@@ -103,6 +109,28 @@ mod tests {
         t.row(["web.1".into(), "10.0.0.2".into()]);
         t.row(["a".into(), "".into()]);
         assert_eq!(t.render(), "NAME    IP\nweb.1   10.0.0.2\na\n");
+    }
+
+    #[test]
+    fn stack_reports_name_kind_and_change() {
+        let item = |kind: &str, name: &str| crate::ops::StackItem {
+            kind: kind.into(),
+            name: name.into(),
+        };
+        let r = StackReport {
+            stack: "demo".into(),
+            created: vec![item("network", "back"), item("service", "web")],
+            updated: vec![],
+            unchanged: vec![item("service", "client")],
+        };
+        assert_eq!(
+            report_lines(&r),
+            [
+                "created network back",
+                "created service web",
+                "unchanged service client"
+            ]
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! [`NetworkSpec`]s and [`Service`]s. Nothing else is dropped in silence:
 //! every key netd does not use becomes a warning naming its path, and every
 //! value it cannot honour an error with its line and column. Names stay as
-//! written; the caller prefixes them with the stack name. VIPs are left to
-//! the cluster. There is no variable interpolation: `${VAR}` is kept as
+//! written, with no stack prefix (a stack's objects carry the label
+//! `stack=<name>` instead, see [`crate::ops::stack`]), so its services find
+//! each other by the names in the file. VIPs are left to the cluster. There is no variable interpolation: `${VAR}` is kept as
 //! written (and warned about).
 //!
 //! ```yaml

@@ -86,6 +86,36 @@ impl Agent {
         self.wait_ready();
     }
 
+    /// Starts a second agent with the same flags while this one runs: a
+    /// graceful restart, the new one takes over from this one. Returns it
+    /// once the API answers.
+    pub fn start_second(&self) -> Agent {
+        let a = Agent {
+            proc: spawn(&self.args),
+            args: self.args.clone(),
+            api: self.api.clone(),
+            state: self.state.clone(),
+        };
+        a.wait_ready();
+        a
+    }
+
+    /// Whether the process has exited by itself (it is a zombie or gone).
+    pub fn exited(&self) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.proc.pid()));
+        stat.map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its exit code
+    /// and stderr.
+    pub fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, String) {
+        wait_for("the agent to exit", limit, || self.exited());
+        self.proc.stop(Duration::from_secs(1))
+    }
+
     /// Runs a client command against this agent.
     pub fn netd(&self, args: &[&str]) -> Output {
         Command::new(NETD)
@@ -165,11 +195,19 @@ pub struct AgentNode {
 impl AgentNode {
     /// Starts it.
     pub fn start() -> AgentNode {
+        AgentNode::start_with(|_| Vec::new())
+    }
+
+    /// Starts it with the agent flags `extra` returns, given the temp dir
+    /// (made already, e.g. to write a token file into).
+    pub fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> AgentNode {
         let mut lab = Lab::new();
         let node = lab.node("n1", Ipv4Addr::new(198, 18, 0, 1)).name;
         let dir = std::env::temp_dir().join(format!("netd-test-{}", lab.prefix()));
         std::fs::create_dir_all(&dir).unwrap();
-        let agent = Agent::start(&node, Ipv4Addr::new(198, 18, 0, 1), &dir, &[]);
+        let extra = extra(&dir);
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let agent = Agent::start(&node, Ipv4Addr::new(198, 18, 0, 1), &dir, &extra);
         AgentNode {
             agent,
             node,
@@ -187,7 +225,10 @@ impl AgentNode {
 impl Drop for AgentNode {
     fn drop(&mut self) {
         // The agent first: it writes its state until it stops.
-        let _ = self.agent.proc.stop(Duration::from_secs(10));
+        let (_, err) = self.agent.proc.stop(Duration::from_secs(10));
+        if std::thread::panicking() {
+            eprintln!("agent log:\n{err}");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -246,4 +287,86 @@ pub fn replicas_seen(ns: &str, to: SocketAddr, n: usize) -> std::collections::BT
     (0..n)
         .filter_map(|_| http_get(ns, to, "/id").ok())
         .collect()
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body.
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The body as JSON (panics if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.head, self.body))
+    }
+
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.0 request over `stream` (so the answer ends with the
+/// connection), with `headers` and `body`.
+pub fn http_exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<HttpAnswer> {
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: netd\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out)?;
+    let out = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok(HttpAnswer {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    })
+}
+
+impl Agent {
+    /// The path of the agent's API socket.
+    pub fn socket(&self) -> PathBuf {
+        PathBuf::from(self.api.trim_start_matches("unix://"))
+    }
+
+    /// One raw HTTP request to the agent's API over its unix socket.
+    pub fn http(&self, method: &str, path: &str, body: &str) -> HttpAnswer {
+        let s = std::os::unix::net::UnixStream::connect(self.socket()).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        http_exchange(s, method, path, &[], body).expect("API request")
+    }
 }
