@@ -100,12 +100,43 @@ impl Owned {
             .put(&keys::node(&node.name), json(&node), lease)
             .await?;
         for e in self.endpoints() {
-            store
-                .put(&keys::endpoint(&e.network, &e.name), json(&e), lease)
-                .await?;
+            self.reassert(store, e, lease).await?;
         }
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
         Ok(lease)
+    }
+
+    /// Writes an owned endpoint on `lease`, unless its name was taken by
+    /// another node while this one was away (its lease ended, its entries
+    /// went, another node started a task of the same name): then the entry
+    /// is theirs, and this node forgets its own (the scheduler stops the
+    /// local replica whose slot another node holds).
+    async fn reassert(
+        &self,
+        store: &dyn Store,
+        e: Endpoint,
+        lease: LeaseId,
+    ) -> Result<(), StoreError> {
+        let key = keys::endpoint(&e.network, &e.name);
+        if store.put_if(&key, 0, json(&e), lease).await? {
+            return Ok(());
+        }
+        let (entries, _) = store.range(&key).await?;
+        let theirs = entries
+            .iter()
+            .find(|x| x.key == key)
+            .and_then(|x| serde_json::from_slice::<Endpoint>(&x.value).ok())
+            .filter(|t| t.node != e.node);
+        if let Some(t) = theirs {
+            tracing::warn!(endpoint = %e.name, network = %e.network, owner = %t.node,
+                "the name was taken by another node while this node was away; leaving it to them");
+            self.endpoints
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            return Ok(());
+        }
+        store.put(&key, json(&e), lease).await.map(|_| ())
     }
 
     /// Adds or changes an owned endpoint and writes it on the lease.
@@ -300,5 +331,37 @@ mod tests {
             entries.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
             ["ep/front/web.2"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_while_away_is_left_to_its_new_owner() {
+        let store = MemoryStore::ephemeral();
+        let owned = Owned::new(node());
+        owned
+            .register(store.as_ref(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        owned
+            .set_endpoint(store.as_ref(), ep("web.1"))
+            .await
+            .unwrap();
+        // This node's lease ends; another node starts web.1.
+        store.revoke(owned.lease()).await.unwrap();
+        let mut other = ep("web.1");
+        other.node = "n2".into();
+        other.ip = "10.77.0.99".parse().unwrap();
+        store
+            .put("ep/front/web.1", serde_json::to_vec(&other).unwrap(), 0)
+            .await
+            .unwrap();
+        // Back: n1 re-registers and leaves n2's web.1 alone.
+        owned
+            .register(store.as_ref(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let (entries, _) = store.range("ep/").await.unwrap();
+        let now: Endpoint = serde_json::from_slice(&entries[0].value).unwrap();
+        assert_eq!(now.node, "n2");
+        assert!(owned.endpoint("front", "web.1").is_none());
     }
 }

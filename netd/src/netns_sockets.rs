@@ -15,6 +15,10 @@ use shoal_overlay::netns::{NsTarget, NsWorker};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket};
 
+/// How long data sent to a replica may stay unacknowledged before the
+/// connection fails (`TCP_USER_TIMEOUT`).
+pub const UNACKED_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Sockets made inside one namespace.
 pub struct NetnsSockets {
     label: String,
@@ -79,9 +83,16 @@ impl NetnsSockets {
 impl Sockets for NetnsSockets {
     fn outbound(&self, to: SocketAddr) -> io::Result<TcpSocket> {
         let source = self.source;
-        let s = self.make(to, move |s| match source {
-            Some(ip) => s.bind(&SocketAddr::new(ip, 0).into()),
-            None => Ok(()),
+        let s = self.make(to, move |s| {
+            // A replica behind a node that vanished (link cut, node gone)
+            // never acknowledges: fail the connection after this long
+            // instead of the kernel's ~15 minutes, so a pooled connection's
+            // request is retried on another replica.
+            s.set_tcp_user_timeout(Some(UNACKED_LIMIT))?;
+            match source {
+                Some(ip) => s.bind(&SocketAddr::new(ip, 0).into()),
+                None => Ok(()),
+            }
         })?;
         Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(s)))
     }

@@ -1,0 +1,236 @@
+//! `netd agent`: opens the store (retrying while etcd is away), takes back
+//! the tasks an earlier agent left running, starts the agent loop, the
+//! scheduler and the API, and runs until SIGTERM or SIGINT. On exit the
+//! data plane (namespaces, links, routes) and the tasks' processes stay;
+//! the node's entries stay until its lease ends, so a restart within the
+//! TTL changes nothing anywhere.
+//!
+//! # Graceful restart
+//!
+//! An agent started while another runs on the same `--state-dir` takes
+//! over from it ([`crate::handover`]): it receives the listening sockets
+//! (balancer, DNS, API), serves on them, and once it has reconciled tells
+//! the old agent, which stops accepting, drains its proxied connections
+//! (up to `--drain-timeout`) and exits 0. No connection is refused, none
+//! is cut.
+//!
+//! For that the process runs two runtimes: the control plane (store,
+//! loops, scheduler, tasks, API) and the data plane (DNS servers,
+//! listeners, proxied connections). When a successor asks, the control
+//! plane stops first: the API stops accepting (new API connections wait in
+//! the socket's queue, and the socket goes to the successor with the
+//! others), requests in hand finish, the loops stop and the control
+//! plane's runtime is shut down, so nothing of the old agent writes to the
+//! store, the task records or the kernel any more. Only then are the
+//! sockets sent and does the successor open the store. The data plane
+//! serves throughout.
+//!
+//! The API's socket file and `handover.sock` are removed on exit only
+//! while they are still this agent's: a successor binds its own
+//! `handover.sock` at the same path, and an agent started without a
+//! handover binds a new API socket.
+//!
+//! # Layout
+//! - `mod.rs` (here): the flags, their checks, the two runtimes and the
+//!   signals; [`main`].
+//! - `run`: the control plane's life: the store, the agent, the tasks, the
+//!   scheduler and the API started, then run until a stop or a successor.
+//! - `api`: the API's listening sockets, claimed from a predecessor or
+//!   bound anew, and served.
+//! - `hand_over`: the old agent's end once its control plane has stopped:
+//!   sockets sent, the successor awaited, connections drained.
+
+mod api;
+mod hand_over;
+mod run;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use tokio::sync::watch;
+
+use super::Cli;
+use crate::api::client::ApiAddr;
+use crate::handover;
+use crate::model::valid_name;
+use crate::store::etcd::parse_url;
+use run::{run, Ended};
+
+/// How long a new agent waits for the running one to hand over.
+pub const TAKE_OVER_LIMIT: Duration = Duration::from_secs(30);
+/// How long API requests in hand may take when handing over.
+pub const API_GRACE: Duration = Duration::from_secs(5);
+/// How long the control plane's blocking work may take to stop.
+pub const CONTROL_PLANE_GRACE: Duration = Duration::from_secs(10);
+
+/// `netd agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name (unique in the cluster).
+    #[arg(long)]
+    pub node_name: String,
+    /// This node's underlay address (VXLAN endpoint, published ports).
+    #[arg(long)]
+    pub advertise: Ipv4Addr,
+    /// The cluster store: `embedded` (this node alone, kept under
+    /// --state-dir) or etcd://HOST:PORT[,HOST:PORT...].
+    #[arg(long, default_value = "embedded")]
+    pub store: String,
+    /// Where the agent keeps its files (embedded store, tasks, logs).
+    #[arg(long, default_value = "/var/lib/shoal")]
+    pub state_dir: PathBuf,
+    /// The namespace that plays this node's host (default: netd's own).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// How long the node's entries outlive a silent agent.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Also serve the API on this TCP address (needs --token-file).
+    #[arg(long)]
+    pub api_tcp: Option<SocketAddr>,
+    /// After handing its sockets to a new agent, how long this one keeps
+    /// proxying the connections it has open before it exits.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+/// Runs the agent; returns the exit code.
+pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
+    if !valid_name(&a.node_name) || a.node_name.contains('.') {
+        eprintln!(
+            "netd agent: --node-name `{}`: 1-63 of A-Z a-z 0-9 _ -, no dots",
+            a.node_name
+        );
+        return 2;
+    }
+    if a.lease_ttl < Duration::from_secs(1) {
+        eprintln!("netd agent: --lease-ttl must be at least 1s");
+        return 2;
+    }
+    let token = match (&a.api_tcp, &cli.token_file) {
+        (None, _) => None,
+        (Some(_), None) => {
+            eprintln!(
+                "netd agent: --api-tcp needs --token-file (the TCP API always requires a token)"
+            );
+            return 2;
+        }
+        (Some(_), Some(f)) => match std::fs::read_to_string(f) {
+            Ok(t) if t.trim().len() >= 16 => Some(t.trim().to_string()),
+            Ok(_) => {
+                eprintln!(
+                    "netd agent: --token-file {}: the token must be at least 16 characters",
+                    f.display()
+                );
+                return 2;
+            }
+            Err(e) => {
+                eprintln!("netd agent: --token-file {}: {e}", f.display());
+                return 2;
+            }
+        },
+    };
+    let ApiAddr::Unix(socket) = cli.api.clone() else {
+        eprintln!("netd agent: --api must be a unix:// socket (use --api-tcp for TCP)");
+        return 2;
+    };
+    if a.store != "embedded" {
+        if let Err(e) = parse_url(&a.store) {
+            eprintln!("netd agent: --store: {e}");
+            return 2;
+        }
+    }
+    init_logs(a.log_format);
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+    };
+    let (control, data) = match (runtime("netd-control"), runtime("netd-data")) {
+        (Ok(c), Ok(d)) => (c, d),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("netd agent: cannot start a runtime: {e}");
+            return 1;
+        }
+    };
+    // Signals are watched on the data plane's runtime: it lives to the end.
+    let stop = data.block_on(async { signals() });
+    let path = a.state_dir.join(handover::SOCKET);
+    let predecessor = match data.block_on(handover::take_over(&path, TAKE_OVER_LIMIT)) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot take over from the agent running on this state directory; not starting a second one");
+            return 1;
+        }
+    };
+    let ended = control.block_on(run(
+        a,
+        socket,
+        token,
+        data.handle().clone(),
+        predecessor,
+        stop.clone(),
+    ));
+    match ended {
+        Ended::Stopped(code) => code,
+        Ended::HandOver(h) => {
+            // Whatever of the control plane still runs (task watchers,
+            // health checks, blocking work) ends here, before the successor
+            // opens the store.
+            control.shutdown_timeout(CONTROL_PLANE_GRACE);
+            tracing::info!("control plane stopped; the data plane serves on");
+            data.block_on(h.finish(stop, a.drain_timeout))
+        }
+    }
+}
+
+/// SIGTERM and SIGINT turn the returned flag true. Call inside the runtime
+/// that lives longest.
+fn signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            tracing::error!("cannot watch SIGTERM and SIGINT");
+            // Keep the sender: a dropped one would read as a stop.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}

@@ -1,0 +1,83 @@
+//! The task records: `<state-dir>/tasks.json`, rewritten (atomically) on
+//! every change, read back by a restarted agent, which takes back the
+//! tasks whose process still runs and cleans up the others.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{read_json, Ending, Task, Tasks};
+use crate::container;
+use crate::model::{keys, Endpoint, EndpointState};
+
+impl Tasks {
+    /// The tasks recorded under `dir` by an earlier agent, and the
+    /// container map they imply (for the agent's first reconcile).
+    pub fn load(dir: &Path) -> BTreeMap<String, Task> {
+        let path = dir.join("tasks.json");
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(file = %path.display(), error = %e, "tasks file unreadable; starting with none");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    /// Rewrites `tasks.json` from the registry (a temporary file, then a
+    /// rename).
+    pub(super) fn persist(&self) {
+        let tasks = self.lock().clone();
+        let path = self.inner.dir.join("tasks.json");
+        let tmp = self.inner.dir.join("tasks.json.tmp");
+        let body = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
+        let result = std::fs::create_dir_all(&self.inner.dir)
+            .and_then(|_| std::fs::write(&tmp, body))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::error!(file = %path.display(), error = %e, "cannot record tasks");
+        }
+    }
+
+    /// Takes back the tasks an earlier agent recorded: those whose process
+    /// still runs are adopted as they are (their endpoint keeps its state);
+    /// the others are cleaned up.
+    pub async fn restore(&self, recorded: BTreeMap<String, Task>) {
+        let store = self.inner.store.as_ref();
+        for (name, task) in recorded {
+            let running = task.pid.is_some_and(|p| {
+                container::alive(p) && container::start_time(p) == task.start_time
+            });
+            self.lock().insert(name.clone(), task.clone());
+            let key = keys::endpoint(&task.network, &name);
+            let stored = match read_json::<Endpoint>(store, &key).await {
+                Ok(Some((e, _, _))) if e.node == self.inner.node => Some(e),
+                _ => None,
+            };
+            if !running {
+                tracing::info!(task = %name, "the task's process is gone; cleaning up");
+                if let Some(e) = stored {
+                    self.inner.owned.note_state(&e.network, &e.name, e.state);
+                    let _ = self.inner.owned.set_endpoint(store, e).await;
+                }
+                self.remove(&name, Ending::Exited).await;
+                continue;
+            }
+            let state = stored.map_or(EndpointState::Starting, |e| e.state);
+            let ep = Endpoint {
+                name: name.clone(),
+                network: task.network.clone(),
+                service: task.service.clone(),
+                node: self.inner.node.clone(),
+                ip: task.ip,
+                weight: task.weight,
+                state,
+            };
+            if let Err(e) = self.inner.owned.set_endpoint(store, ep).await {
+                tracing::warn!(task = %name, error = %e, "cannot re-assert the task's endpoint now; the lease loop will");
+            }
+            tracing::info!(task = %name, pid = ?task.pid, "task taken back");
+            self.watch(task);
+        }
+        self.persist();
+    }
+}
