@@ -286,7 +286,7 @@ async fn reconcile_loop(
         let started = std::time::Instant::now();
         match l.rt.reconcile(&snap).await {
             Ok(()) => {
-                pending_retry = false;
+                pending_retry = l.rt.incomplete();
                 l.stats.reconciles.fetch_add(1, Ordering::Relaxed);
                 l.stats
                     .last_micros
@@ -294,6 +294,9 @@ async fn reconcile_loop(
                 let rt = &mut l.rt;
                 l.checks.sync(&snap, |net| rt.sandbox_sockets(net));
                 l.acknowledge_draining(&snap).await;
+                if let Err(e) = l.owned.reassert_missing(l.store.as_ref(), &latest).await {
+                    tracing::warn!(error = %e, "cannot check this node's endpoints in the store now");
+                }
                 applied.send_replace(Arc::new(snap.clone()));
                 done.send_replace(snap.revision);
             }

@@ -82,6 +82,7 @@ impl HealthChecks {
             let task = tokio::spawn(run(
                 Arc::clone(&self.store),
                 self.owned.clone(),
+                self.node.clone(),
                 key.clone(),
                 check.clone(),
                 addr,
@@ -105,6 +106,7 @@ impl Drop for HealthChecks {
 async fn set_state(
     store: &dyn Store,
     owned: Option<&Owned>,
+    node: &str,
     key: &(String, String),
     state: EndpointState,
     only_from_starting: bool,
@@ -120,6 +122,12 @@ async fn set_state(
         let Ok(mut ep) = serde_json::from_slice::<Endpoint>(&entry.value) else {
             return;
         };
+        // Only this node's own entry: a replica name can move to another
+        // node while this one was cut off, and a checker still running here
+        // must not mark the other node's replica.
+        if ep.node != node {
+            return;
+        }
         if ep.state == state
             || ep.state == EndpointState::Draining
             || (only_from_starting && ep.state != EndpointState::Starting)
@@ -151,6 +159,7 @@ async fn set_state(
 async fn run(
     store: Arc<dyn Store>,
     owned: Option<Arc<Owned>>,
+    node: String,
     key: (String, String),
     check: HealthCheck,
     addr: Option<SocketAddr>,
@@ -175,6 +184,7 @@ async fn run(
         set_state(
             store.as_ref(),
             owned.as_deref(),
+            &node,
             &key,
             EndpointState::Healthy,
             true,
@@ -210,7 +220,7 @@ async fn run(
         if next.is_some() && next != state {
             state = next;
             if let Some(s) = state {
-                set_state(store.as_ref(), owned.as_deref(), &key, s, false).await;
+                set_state(store.as_ref(), owned.as_deref(), &node, &key, s, false).await;
             }
         }
         tokio::time::sleep(settings.interval).await;

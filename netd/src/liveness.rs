@@ -193,11 +193,58 @@ impl Owned {
         name: &str,
     ) -> Result<(), StoreError> {
         let key = keys::endpoint(network, name);
-        self.endpoints
+        let mine = self
+            .endpoints
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
-        store.delete(&key).await.map(|_| ())
+        let Some(mine) = mine else {
+            return Ok(());
+        };
+        // Only this node's entry: the name may have gone to another node
+        // while this one was away, and that entry is not ours to delete.
+        for _ in 0..5 {
+            let (entries, _) = store.range(&key).await?;
+            let Some(entry) = entries.into_iter().find(|e| e.key == key) else {
+                return Ok(());
+            };
+            let owner = serde_json::from_slice::<Endpoint>(&entry.value).map(|e| e.node);
+            if owner.is_ok_and(|n| n != mine.node) {
+                return Ok(());
+            }
+            if store.delete_if(&key, entry.mod_revision).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes back owned endpoints missing from `snap` (deleted by
+    /// mistake, or lost with an old lease): the store must hold what this
+    /// node runs. Names another node holds meanwhile are left to it.
+    pub async fn reassert_missing(
+        &self,
+        store: &dyn Store,
+        snap: &crate::model::Snapshot,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease();
+        if lease == 0 {
+            return Ok(());
+        }
+        let missing: Vec<Endpoint> = self
+            .endpoints()
+            .into_iter()
+            .filter(|e| {
+                !snap
+                    .endpoints
+                    .contains_key(&(e.network.clone(), e.name.clone()))
+            })
+            .collect();
+        for e in missing {
+            tracing::warn!(endpoint = %e.name, network = %e.network, "this node's endpoint is missing from the store; writing it back");
+            self.reassert(store, e, lease).await?;
+        }
+        Ok(())
     }
 }
 

@@ -123,6 +123,8 @@ pub struct NodeRuntime {
     /// namespace it entered.
     workers: HashMap<(String, Option<IpAddr>), (Arc<NetnsSockets>, NsId)>,
     reconciled_once: bool,
+    /// The last reconcile left a listener out.
+    incomplete: bool,
 }
 
 impl NodeRuntime {
@@ -146,6 +148,7 @@ impl NodeRuntime {
             bound: Arc::new(Mutex::new(HashMap::new())),
             workers: HashMap::new(),
             reconciled_once: false,
+            incomplete: false,
         }
     }
 
@@ -279,12 +282,29 @@ impl NodeRuntime {
         }
         lock(&self.bound).retain(|(name, _), _| sockets.contains_key(name));
         *lock(&self.lb_sockets) = sockets;
-        let config = LbConfig {
+        let mut config = LbConfig {
             admin: None,
             drain_timeout: Duration::from_secs(30),
             listeners: placed.into_iter().map(|p| p.config).collect(),
         };
-        self.apply_lb(config).map_err(ReconcileError::Lb)?;
+        self.incomplete = false;
+        // A listener whose address cannot be bound here (a published port
+        // some other program holds on this host) is left out, loudly, so
+        // it does not hold back every other listener's changes; the next
+        // reconcile tries it again.
+        loop {
+            match self.apply_lb(config.clone()) {
+                Ok(()) => break,
+                Err(shoal_lb::runtime::RuntimeError::Bind { name, addr, source })
+                    if config.listeners.iter().any(|l| l.name == name) =>
+                {
+                    tracing::error!(listener = %name, %addr, error = %source, "cannot listen here; serving the other listeners without it");
+                    config.listeners.retain(|l| l.name != name);
+                    self.incomplete = true;
+                }
+                Err(e) => return Err(ReconcileError::Lb(e.to_string())),
+            }
+        }
 
         if !self.reconciled_once {
             self.reconciled_once = true;
@@ -294,10 +314,10 @@ impl NodeRuntime {
     }
 
     /// Starts or reloads the balancer, on the data plane's runtime.
-    fn apply_lb(&mut self, config: LbConfig) -> Result<(), String> {
+    fn apply_lb(&mut self, config: LbConfig) -> Result<(), shoal_lb::runtime::RuntimeError> {
         let _in_plane = self.plane.runtime.as_ref().map(|h| h.enter());
         match &self.lb {
-            Some(rt) => rt.apply(config).map_err(|e| e.to_string()),
+            Some(rt) => rt.apply(config),
             None => {
                 let table = Arc::clone(&self.lb_sockets);
                 let rt = Runtime::start_with(
@@ -308,13 +328,18 @@ impl NodeRuntime {
                             .cloned()
                             .unwrap_or_else(|| Arc::new(shoal_lb::sockets::Local))
                     }),
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 let _ = self.lb_shared.set(Arc::clone(&rt));
                 self.lb = Some(rt);
                 Ok(())
             }
         }
+    }
+
+    /// Whether the last reconcile left a listener out (its address could
+    /// not be bound); the agent then tries again soon without a change.
+    pub fn incomplete(&self) -> bool {
+        self.incomplete
     }
 
     /// Replaces the local containers' namespaces (tasks come and go).

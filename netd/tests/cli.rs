@@ -217,3 +217,39 @@ fn bad_input_is_refused_with_the_field_named_and_nothing_changed() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("netd agent"));
 }
+
+#[test]
+fn a_published_port_taken_on_the_host_holds_back_nothing_else() {
+    let t = AgentNode::start();
+    let a = &t.agent;
+    // Some other program holds 198.18.0.1:8081 on this node's host.
+    let squatter = sock::listen(&t.node, "198.18.0.1:8081".parse().unwrap());
+    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
+    a.ok(&[
+        "service",
+        "create",
+        "a",
+        "--network",
+        "front",
+        "--publish",
+        "8081:8000",
+    ]);
+    a.ok(&[
+        "service",
+        "create",
+        "b",
+        "--network",
+        "front",
+        "--publish",
+        "8082:8000",
+    ]);
+    // b's port is served although a's cannot be.
+    wait_for("b's published port", Duration::from_secs(10), || {
+        sock::connect(&t.node, "198.18.0.1:8082".parse().unwrap(), None).is_ok()
+    });
+    // Once the port is free, a's listener takes it without any change.
+    drop(squatter);
+    wait_for("a's published port", Duration::from_secs(10), || {
+        sock::connect(&t.node, "198.18.0.1:8081".parse().unwrap(), None).is_ok()
+    });
+}

@@ -13,6 +13,7 @@
 //! as a dev-dependency.
 //!
 //! # Layout
+//! - [`cluster`]: [`Cluster`], a whole shoal cluster (nodes, a three-member etcd, a netd agent each) and its faults.
 //! - [`lab`]: [`Lab`], the guard owning a run's namespaces and processes; nodes and containers.
 //! - [`cmd`]: running `ip` and other commands, failing loudly with their stderr.
 //! - [`dns`]: one A query from inside a namespace.
@@ -23,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod cmd;
 pub mod dns;
 pub mod etcd;
@@ -31,5 +33,6 @@ pub mod proc;
 pub mod snapshot;
 pub mod sock;
 
+pub use cluster::{Cluster, ClusterSpec};
 pub use lab::{Lab, Node};
 pub use proc::Proc;

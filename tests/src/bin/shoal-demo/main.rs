@@ -78,7 +78,7 @@ fn main() {
     v.act("Deploying examples/stack.yml (web: 4 replicas on port 8080; client)");
     let t = Instant::now();
     let out = c.netd(0, &["stack", "deploy", "-c", "examples/stack.yml", "demo"]);
-    v.note(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    v.note(String::from_utf8_lossy(&out.stdout).trim());
     if !out.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&out.stderr));
         std::process::exit(1);
@@ -94,10 +94,7 @@ fn main() {
             t["ip"].as_str().unwrap_or("?")
         ));
     }
-    let client = c.task_ns(
-        node_of(&c, "client", "client.1").unwrap_or(0),
-        "client.1",
-    );
+    let client = c.task_ns(node_of(&c, "client", "client.1").unwrap_or(0), "client.1");
     v.note(format!(
         "the client service resolves `web` to {:?} from its own namespace",
         shoal_tests::dns::query_a(&client, SocketAddr::new(gateway(&c).into(), 53), "web").1
@@ -105,10 +102,18 @@ fn main() {
 
     let entry_ns = c.node(0).name.clone();
     for policy in ["round-robin", "least-conn", "p2c", "maglev"] {
-        v.act(&format!("Policy {policy}: 3 s of requests through node 1's port 8080"));
+        v.act(&format!(
+            "Policy {policy}: 3 s of requests through node 1's port 8080"
+        ));
         c.ok(0, &["service", "update", "web", "--policy", policy]);
         c.wait_converged(Duration::from_secs(10));
-        let traffic = Traffic::start(&entry_ns, ENTRY, "/", Duration::from_millis(2), Duration::from_secs(10));
+        let traffic = Traffic::start(
+            &entry_ns,
+            ENTRY,
+            "/",
+            Duration::from_millis(2),
+            Duration::from_secs(10),
+        );
         v.watch(&c, &traffic, Duration::from_secs(3), None);
         let r = traffic.stop();
         v.shares(&r.answers(), r.failures().len());
@@ -117,12 +122,23 @@ fn main() {
     c.wait_converged(Duration::from_secs(10));
 
     v.act("Killing replica web.2's process (kill -9)");
-    let traffic = Traffic::start(&entry_ns, ENTRY, "/", Duration::from_millis(2), Duration::from_secs(60));
+    let traffic = Traffic::start(
+        &entry_ns,
+        ENTRY,
+        "/",
+        Duration::from_millis(2),
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let victim_node = node_of(&c, "web", "web.2").unwrap_or(0);
     let killed_at = Instant::now();
     kill_all_in(&c.task_ns(victim_node, "web.2"));
-    v.watch(&c, &traffic, Duration::from_secs(4), Some(("web.2 killed", killed_at)));
+    v.watch(
+        &c,
+        &traffic,
+        Duration::from_secs(4),
+        Some(("web.2 killed", killed_at)),
+    );
     let r = traffic.stop();
     // The gap in web.2's answers: from its last answer before the kill to
     // the first from its restarted process.
@@ -154,7 +170,13 @@ fn main() {
         cut + 1,
         c.node(cut).name
     ));
-    let traffic = Traffic::start(&entry_ns, ENTRY, "/", Duration::from_millis(2), Duration::from_secs(60));
+    let traffic = Traffic::start(
+        &entry_ns,
+        ENTRY,
+        "/",
+        Duration::from_millis(2),
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_secs(1));
     let on_cut: Vec<String> = c
         .json(0, &["service", "ps", "web"])
@@ -167,7 +189,12 @@ fn main() {
         .collect();
     let cut_at = Instant::now();
     c.cut(cut);
-    v.watch(&c, &traffic, Duration::from_secs(8), Some(("node cut", cut_at)));
+    v.watch(
+        &c,
+        &traffic,
+        Duration::from_secs(8),
+        Some(("node cut", cut_at)),
+    );
     let left = Instant::now();
     let r = traffic.stop();
     v.note(format!(
@@ -179,20 +206,20 @@ fn main() {
     c.heal(cut);
 
     if a.keep {
+        let api = c.api(0);
+        let node1 = c.node(0).name.clone();
         let prefix = c.keep();
         v.act("Left running (--keep)");
+        v.note(format!("export SHOAL_API={api}   # node 1's agent"));
+        v.note("target/release/netd node ls; target/release/netd service ps web");
         v.note(format!(
-            "API of node 1: SHOAL_API=unix://{}  (try: netd service ps web, netd node ls)",
-            std::env::temp_dir()
-                .join(format!("shoal-cluster-{prefix}"))
-                .join("n1.sock")
-                .display()
+            "nsenter --net=/run/netns/{node1} curl -s 198.18.0.1:8080/   # the routing mesh"
         ));
+        v.note(
+            "target/release/netd run --network front -- getent hosts web   # DNS from a new task",
+        );
         v.note(format!(
-            "curl from node 1: nsenter --net=/run/netns/{prefix}n1 curl -s 198.18.0.1:8080/"
-        ));
-        v.note(format!(
-            "remove it all: scripts/demo.sh --clean {prefix}"
+            "scripts/demo.sh --clean {prefix}   # remove it all"
         ));
         return;
     }
@@ -204,10 +231,7 @@ fn main() {
 /// The node index running task `task` of `service`.
 fn node_of(c: &Cluster, service: &str, task: &str) -> Option<usize> {
     let ps = c.try_json(0, &["service", "ps", service])?;
-    let node = ps
-        .as_array()?
-        .iter()
-        .find(|t| t["name"] == task)?["node"]
+    let node = ps.as_array()?.iter().find(|t| t["name"] == task)?["node"]
         .as_str()?
         .to_string();
     c.node_index(&node)

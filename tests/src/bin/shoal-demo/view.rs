@@ -31,7 +31,11 @@ impl View {
     /// A new act.
     pub fn act(&mut self, title: &str) {
         self.acts += 1;
-        let (b, r) = if self.tty { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
+        let (b, r) = if self.tty {
+            ("\x1b[1m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
         println!(
             "\n{b}[{:>5.1}s] {}. {title}{r}",
             self.started.elapsed().as_secs_f64(),
@@ -75,10 +79,15 @@ impl View {
             }
             let dns = c
                 .dns(0, "front", "tasks.web")
-                .map_or("no answer".to_string(), |ips| format!("{} addresses", ips.len()));
+                .map_or("no answer".to_string(), |ips| {
+                    format!("{} addresses", ips.len())
+                });
             let mut lines = vec![format!(
                 "{}requests so far {}, failed {failed}; node 1's DNS: tasks.web = {dns}",
-                mark.map_or(String::new(), |(what, at)| format!("{what} {:.1?} ago; ", now - at)),
+                mark.map_or(String::new(), |(what, at)| format!(
+                    "{what} {:.1?} ago; ",
+                    now - at
+                )),
                 samples.len()
             )];
             let total: usize = recent.values().sum();
