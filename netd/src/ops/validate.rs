@@ -42,6 +42,17 @@ pub fn default_gateway(subnet: Ipv4Net) -> Ipv4Addr {
 /// A network spec in itself (overlap and VNI holders need the store).
 pub fn network_spec(spec: &NetworkSpec) -> Result<(), OpError> {
     name("network", &spec.name)?;
+    if spec.encrypted {
+        // Refused rather than stored and never built: netd's model has no
+        // WireGuard mesh between nodes yet.
+        return Err(OpError::invalid(
+            "encrypted",
+            format!(
+                "network `{}`: encrypted networks are not built by netd yet (shoal-overlay builds them from a file)",
+                spec.name
+            ),
+        ));
+    }
     if let Some(subnet) = spec.subnet {
         if !(MIN_PREFIX..=MAX_PREFIX).contains(&subnet.prefix_len()) {
             return Err(OpError::invalid(

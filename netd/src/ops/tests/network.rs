@@ -226,3 +226,15 @@ async fn removal_is_refused_while_a_service_or_an_endpoint_uses_the_network() {
     remove_network(s, "front").await.unwrap();
     assert!(list_networks(s).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn encrypted_networks_are_refused_not_stored_unbuilt() {
+    let store = MemoryStore::ephemeral();
+    let s = store.as_ref();
+    let mut spec = net("secret", Some("10.90.0.0/24"));
+    spec.encrypted = true;
+    let err = create_network(s, spec).await.unwrap_err();
+    assert_eq!((err.status(), err.field()), (400, Some("encrypted")));
+    assert!(err.to_string().contains("not built by netd"), "{err}");
+    assert!(keys(s, "").await.is_empty(), "nothing written");
+}
