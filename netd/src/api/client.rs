@@ -131,21 +131,13 @@ impl Client {
                 let s = tokio::net::UnixStream::connect(p)
                     .await
                     .map_err(connect_err)?;
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(proto)?;
-                tokio::spawn(conn);
-                send.send_request(req).await.map_err(proto)?
+                send_one(s, req).await.map_err(proto)?
             }
             ApiAddr::Tcp(hp) => {
                 let s = tokio::net::TcpStream::connect(hp)
                     .await
                     .map_err(connect_err)?;
-                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-                    .await
-                    .map_err(proto)?;
-                tokio::spawn(conn);
-                send.send_request(req).await.map_err(proto)?
+                send_one(s, req).await.map_err(proto)?
             }
         };
         let status = resp.status().as_u16();
@@ -182,6 +174,19 @@ impl Client {
         };
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
+}
+
+/// One HTTP/1.1 request over a fresh connection.
+async fn send_one<S>(
+    stream: S,
+    req: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    send.send_request(req).await
 }
 
 #[cfg(test)]
