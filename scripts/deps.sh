@@ -18,6 +18,7 @@ need=(
   wireguard-tools    # wg, to configure that peer
   tcpdump            # proves no clear VXLAN crosses the underlay
   python3            # the replicas of the netd examples and tests (http.server)
+  busybox            # httpd: the 1000 small replicas of the netd scale scenario
   "$@"
 )
 

@@ -106,37 +106,51 @@ impl Owned {
         Ok(lease)
     }
 
-    /// Writes an owned endpoint on `lease`, unless its name was taken by
-    /// another node while this one was away (its lease ended, its entries
-    /// went, another node started a task of the same name): then the entry
-    /// is theirs, and this node forgets its own (the scheduler stops the
-    /// local replica whose slot another node holds).
+    /// Makes sure an owned endpoint is in the store on `lease`: written if
+    /// absent, moved onto `lease` if on another (keeping the stored value,
+    /// which has the latest state), left alone if already there, and left
+    /// to another node that took the name while this one was away (this
+    /// node then forgets its own; the scheduler stops the local replica
+    /// whose slot another node holds). Returns whether it wrote.
+    ///
+    /// Never overwrites a present entry with the owned copy: that copy can
+    /// be older than a state the health checker has just written.
     async fn reassert(
         &self,
         store: &dyn Store,
         e: Endpoint,
         lease: LeaseId,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let key = keys::endpoint(&e.network, &e.name);
-        if store.put_if(&key, 0, json(&e), lease).await? {
-            return Ok(());
+        for _ in 0..5 {
+            let (entries, _) = store.range(&key).await?;
+            let Some(entry) = entries.into_iter().find(|x| x.key == key) else {
+                if store.put_if(&key, 0, json(&e), lease).await? {
+                    return Ok(true);
+                }
+                continue;
+            };
+            let stored = serde_json::from_slice::<Endpoint>(&entry.value).ok();
+            if let Some(t) = stored.filter(|t| t.node != e.node) {
+                tracing::warn!(endpoint = %e.name, network = %e.network, owner = %t.node,
+                    "the name was taken by another node while this node was away; leaving it to them");
+                self.endpoints
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
+                return Ok(false);
+            }
+            if entry.lease == lease {
+                return Ok(false);
+            }
+            if store
+                .put_if(&key, entry.mod_revision, entry.value, lease)
+                .await?
+            {
+                return Ok(true);
+            }
         }
-        let (entries, _) = store.range(&key).await?;
-        let theirs = entries
-            .iter()
-            .find(|x| x.key == key)
-            .and_then(|x| serde_json::from_slice::<Endpoint>(&x.value).ok())
-            .filter(|t| t.node != e.node);
-        if let Some(t) = theirs {
-            tracing::warn!(endpoint = %e.name, network = %e.network, owner = %t.node,
-                "the name was taken by another node while this node was away; leaving it to them");
-            self.endpoints
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            return Ok(());
-        }
-        store.put(&key, json(&e), lease).await.map(|_| ())
+        Ok(false)
     }
 
     /// Adds or changes an owned endpoint and writes it on the lease.
@@ -221,7 +235,9 @@ impl Owned {
 
     /// Writes back owned endpoints missing from `snap` (deleted by
     /// mistake, or lost with an old lease): the store must hold what this
-    /// node runs. Names another node holds meanwhile are left to it.
+    /// node runs. Names another node holds meanwhile are left to it. An
+    /// endpoint claimed after `snap` was read is missing from it but not
+    /// from the store, and is left alone.
     pub async fn reassert_missing(
         &self,
         store: &dyn Store,
@@ -241,8 +257,10 @@ impl Owned {
             })
             .collect();
         for e in missing {
-            tracing::warn!(endpoint = %e.name, network = %e.network, "this node's endpoint is missing from the store; writing it back");
-            self.reassert(store, e, lease).await?;
+            let (name, network) = (e.name.clone(), e.network.clone());
+            if self.reassert(store, e, lease).await? {
+                tracing::warn!(endpoint = %name, %network, "this node's endpoint was missing from the store; wrote it back");
+            }
         }
         Ok(())
     }
@@ -410,5 +428,44 @@ mod tests {
         let now: Endpoint = serde_json::from_slice(&entries[0].value).unwrap();
         assert_eq!(now.node, "n2");
         assert!(owned.endpoint("front", "web.1").is_none());
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_newer_than_the_snapshot_is_not_overwritten() {
+        let store = MemoryStore::ephemeral();
+        let owned = Owned::new(node());
+        let first = owned
+            .register(store.as_ref(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut starting = ep("web.1");
+        starting.state = EndpointState::Starting;
+        assert!(owned
+            .claim_endpoint(store.as_ref(), starting)
+            .await
+            .unwrap());
+        // The checker marks it healthy; a reconcile of a snapshot read
+        // before the claim finds it missing.
+        let healthy = serde_json::to_vec(&ep("web.1")).unwrap();
+        store.put("ep/front/web.1", healthy, first).await.unwrap();
+        let (_, rev) = store.range("ep/").await.unwrap();
+        owned
+            .reassert_missing(store.as_ref(), &crate::model::Snapshot::default())
+            .await
+            .unwrap();
+        let (entries, now) = store.range("ep/").await.unwrap();
+        assert_eq!(now, rev, "nothing written");
+        let stored: Endpoint = serde_json::from_slice(&entries[0].value).unwrap();
+        assert_eq!(stored.state, EndpointState::Healthy);
+        // On a new lease (an agent restart), the stored entry moves over
+        // as it is.
+        let second = store.grant(Duration::from_secs(30)).await.unwrap();
+        let mut stale = ep("web.1");
+        stale.state = EndpointState::Starting;
+        assert!(owned.reassert(store.as_ref(), stale, second).await.unwrap());
+        let (entries, _) = store.range("ep/").await.unwrap();
+        assert_eq!(entries[0].lease, second);
+        let stored: Endpoint = serde_json::from_slice(&entries[0].value).unwrap();
+        assert_eq!(stored.state, EndpointState::Healthy);
     }
 }

@@ -51,6 +51,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The identity of the namespace `netns` (a name under /run/netns, or a
+/// path) names now; `None` if it names none.
+fn netns_id(netns: &str) -> Option<NsId> {
+    use std::os::unix::fs::MetadataExt;
+    let path = std::path::Path::new(shoal_overlay::netns::NETNS_DIR).join(netns);
+    std::fs::metadata(path).ok().map(|m| NsId(m.ino()))
+}
+
 /// Where the node's data plane runs and which sockets it starts from.
 #[derive(Debug, Clone, Default)]
 pub struct Plane {
@@ -152,13 +160,22 @@ impl NodeRuntime {
         }
     }
 
+    /// The worker of `netns` (with `source`), made once and kept while
+    /// the name leads to the same namespace: a sandbox deleted and made
+    /// again (its network removed and created anew) gets a new worker, so
+    /// nothing is made in the old namespace any more.
     fn worker(
         &mut self,
         netns: &str,
         source: Option<IpAddr>,
     ) -> Result<(Arc<NetnsSockets>, NsId), String> {
         if let Some((w, ns)) = self.workers.get(&(netns.to_string(), source)) {
-            return Ok((Arc::clone(w), *ns));
+            match netns_id(netns) {
+                Some(now) if now != *ns => {
+                    tracing::info!(%netns, "the namespace was made again; entering the new one");
+                }
+                _ => return Ok((Arc::clone(w), *ns)),
+            }
         }
         let w = Arc::new(NetnsSockets::new(netns, source).map_err(|e| e.to_string())?);
         let ns = w
@@ -224,11 +241,20 @@ impl NodeRuntime {
             .update(&translate::dns::record_set(snap))
             .map_err(|e| ReconcileError::Dns(e.to_string()))?;
         for net in snap.networks.values() {
-            if net.encrypted || lock(&self.dns_servers).contains_key(&net.name) {
+            if net.encrypted {
                 continue;
             }
             let sandbox = self.names.sandbox(&net.name);
             let (w, ns) = self.worker(&sandbox, None).map_err(ReconcileError::Dns)?;
+            let serving = lock(&self.dns_servers).get(&net.name).map(|s| s.netns);
+            if serving == Some(ns) {
+                continue;
+            }
+            // Served in a sandbox since deleted and made again: serve anew.
+            let stale = lock(&self.dns_servers).remove(&net.name);
+            if let Some(s) = stale {
+                let _ = s.server.shutdown().await;
+            }
             let addr = SocketAddr::new(IpAddr::V4(net.gateway), 53);
             let served = self
                 .serve_dns(&net.name, &w, ns, addr)
@@ -452,5 +478,41 @@ impl DataPlane {
         };
         let (drained, dns) = tokio::join!(lb, tokio::time::timeout(deadline, dns));
         drained && dns.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::ContainerNs;
+
+    #[test]
+    fn a_sandbox_made_again_gets_a_new_worker() {
+        let node = format!("unit{}", std::process::id());
+        let mut rt = NodeRuntime::new(Local {
+            node: node.clone(),
+            netns: None,
+            underlay: std::net::Ipv4Addr::new(198, 18, 0, 1),
+            containers: BTreeMap::new(),
+        });
+        let sandbox = rt.names.sandbox("front");
+        /// Removes the namespace, panic or not.
+        struct Gone(String);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = ContainerNs::remove(&self.0);
+            }
+        }
+        let _gone = Gone(sandbox.clone());
+        ContainerNs::create(&sandbox).unwrap();
+        let (_, first) = rt.worker(&sandbox, None).unwrap();
+        assert_eq!(rt.worker(&sandbox, None).unwrap().1, first, "kept");
+        // The network goes and comes back: its sandbox is a new namespace.
+        ContainerNs::remove(&sandbox).unwrap();
+        ContainerNs::create(&sandbox).unwrap();
+        let (w, second) = rt.worker(&sandbox, None).unwrap();
+        assert_ne!(second, first);
+        assert_eq!(Some(second), netns_id(&sandbox));
+        assert_eq!(w.run(handover::current_netns).unwrap(), second);
     }
 }

@@ -16,13 +16,15 @@
 //! replica that exits is restarted under the same name: at once after a
 //! run of at least [`STABLE_RUN`], otherwise after a delay doubling from
 //! [`FIRST_BACKOFF`] up to [`MAX_BACKOFF`]. When the service's command
-//! changes, the replicas are replaced one at a time per node, each once the
-//! others are healthy.
+//! changes, the replicas are replaced one at a time across the cluster,
+//! each once the one before is healthy (`update`: a lock per service).
 //!
 //! Slots past `replicas` (a scale down) or of a removed service are
 //! drained (acknowledged by every node, see [`crate::tasks`]) and stopped,
-//! then released; so is a replica whose slot another node holds. Stops run
-//! beside the scheduler, so one slow drain holds up nothing else.
+//! then released; so is a replica whose slot another node holds. Starts
+//! and stops run beside the scheduler, so a pass is short: a node with
+//! many replicas to start still claims its share of free slots at once,
+//! and one slow drain holds up nothing else.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -35,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::container;
 use crate::liveness::Owned;
-use crate::model::{EndpointState, Service, Snapshot};
+use crate::model::{Service, Snapshot};
 use crate::store::{LeaseId, Revision, Store, StoreError};
 use crate::tasks::{Ending, Task, TaskSpec, Tasks};
 
@@ -155,6 +157,8 @@ pub struct Scheduler {
     free_since: HashMap<Slot, Instant>,
     /// Replicas being drained and stopped, by task name.
     stopping: Arc<Mutex<BTreeSet<String>>>,
+    /// Replicas being started, by task name.
+    starting: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Scheduler {
@@ -176,6 +180,7 @@ impl Scheduler {
             runs: HashMap::new(),
             free_since: HashMap::new(),
             stopping: Arc::default(),
+            starting: Arc::default(),
         }
     }
 
@@ -202,6 +207,13 @@ impl Scheduler {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    fn is_starting(&self, name: &str) -> bool {
+        self.starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     fn is_stopping(&self, name: &str) -> bool {
@@ -268,7 +280,7 @@ impl Scheduler {
         // Local replicas: stop those of slots another node holds or nobody
         // wants (an unclaimed wanted slot is claimed once this node can).
         for (slot, task) in &local {
-            if self.is_stopping(&task.name) {
+            if self.is_stopping(&task.name) || self.is_starting(&task.name) {
                 continue;
             }
             match claims.get(slot) {
@@ -290,7 +302,7 @@ impl Scheduler {
         let now = Instant::now();
         for (slot, c) in claims.iter().filter(|(_, c)| c.node == me) {
             let name = task_name(&slot.0, slot.1);
-            if local.contains_key(slot) || self.is_stopping(&name) {
+            if local.contains_key(slot) || self.is_stopping(&name) || self.is_starting(&name) {
                 continue;
             }
             let Some(svc) = snap.services.get(&slot.0).filter(|_| wanted(snap, slot)) else {
@@ -302,13 +314,13 @@ impl Scheduler {
             };
             match self.due(slot, now) {
                 Some(at) if at > now => next = Some(next.map_or(at, |n| n.min(at))),
-                _ => self.start(svc, slot.1, &name).await,
+                _ => self.start(svc, slot.1, &name),
             }
         }
         self.runs
             .retain(|slot, _| claims.get(slot).is_some_and(|c| c.node == me));
 
-        self.replace_outdated(snap, &me, &claims, &local);
+        self.replace_outdated(snap, &me, &claims, &local).await?;
         Ok(next)
     }
 
@@ -412,49 +424,8 @@ impl Scheduler {
         });
     }
 
-    /// Replaces, per service, one local replica started with another
-    /// command than the service's, once every slot of the service this
-    /// node holds has a healthy replica (so never two at a time).
-    fn replace_outdated(
-        &mut self,
-        snap: &Snapshot,
-        me: &str,
-        claims: &BTreeMap<Slot, Claim>,
-        local: &BTreeMap<Slot, Task>,
-    ) {
-        for svc in snap.services.values().filter(|s| runnable(s)) {
-            let held: Vec<&Slot> = claims
-                .iter()
-                .filter(|(slot, c)| slot.0 == svc.name && c.node == me && wanted(snap, slot))
-                .map(|(slot, _)| slot)
-                .collect();
-            let serving = |slot: &Slot| {
-                local.get(slot).is_some_and(|t| {
-                    !self.is_stopping(&t.name)
-                        && snap
-                            .endpoints
-                            .get(&(t.network.clone(), t.name.clone()))
-                            .is_some_and(|e| e.state == EndpointState::Healthy)
-                })
-            };
-            if !held.iter().all(|slot| serving(slot)) {
-                continue;
-            }
-            let outdated = held.into_iter().find_map(|slot| {
-                let t = local.get(slot)?;
-                (!t.command.is_empty() && t.command != svc.command).then_some((slot, t))
-            });
-            let Some((slot, task)) = outdated else {
-                continue;
-            };
-            tracing::info!(task = %task.name, "the service's command changed; replacing the replica");
-            // The replacement starts as soon as the old one is gone.
-            self.runs.remove(slot);
-            self.stop(task.name.clone(), None);
-        }
-    }
-
-    async fn start(&mut self, svc: &Service, slot: u32, name: &str) {
+    /// Starts slot `slot`'s replica `name` beside the scheduler.
+    fn start(&mut self, svc: &Service, slot: u32, name: &str) {
         let key = (svc.name.clone(), slot);
         let fails = self.runs.get(&key).map_or(0, |r| r.fails);
         self.runs.insert(
@@ -468,6 +439,14 @@ impl Scheduler {
         let Some(network) = svc.networks.keys().next() else {
             return;
         };
+        if !self
+            .starting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string())
+        {
+            return;
+        }
         let spec = TaskSpec {
             network: network.clone(),
             service: Some(svc.name.clone()),
@@ -475,73 +454,88 @@ impl Scheduler {
             weight: None,
             slot: Some(slot),
         };
-        let task = match self.tasks.create(spec).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(task = %name, error = %e, "cannot start the replica");
-                return;
-            }
-        };
-        let log = self.logs.join(format!("{name}.log"));
-        let out = std::fs::create_dir_all(&self.logs).and_then(|_| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-        });
-        let mut cmd = container::command_in(
-            &self.exe,
-            &task.netns,
-            &task.resolv_conf,
-            Some(name),
-            &svc.command,
-        );
-        match out.and_then(|f| Ok((f.try_clone()?, f))) {
-            Ok((o, e)) => {
-                cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
-            }
-            Err(e) => {
-                tracing::warn!(file = %log.display(), error = %e, "cannot open the replica's log");
-                cmd.stdout(Stdio::null()).stderr(Stdio::null());
-            }
-        }
-        cmd.stdin(Stdio::null());
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = match tokio::process::Command::from(cmd).spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(task = %name, error = %e, "cannot start the replica's process");
-                self.tasks.remove(name, Ending::Exited).await;
-                return;
-            }
-        };
-        let Some(pid) = child.id() else {
-            self.tasks.remove(name, Ending::Exited).await;
-            return;
-        };
-        match self
-            .tasks
-            .set_replica_pid(name, pid, svc.command.clone())
-            .await
-        {
-            Ok(_) => tracing::info!(task = %name, pid, "replica started"),
-            Err(e) => {
-                tracing::warn!(task = %name, error = %e, "cannot record the replica's process; stopping it");
-                let _ = child.start_kill();
-                self.tasks.remove(name, Ending::Exited).await;
-            }
-        }
-        // Reap it when it exits (the task's own watch ends the task).
+        let tasks = self.tasks.clone();
+        let (exe, logs) = (self.exe.clone(), self.logs.clone());
+        let command = svc.command.clone();
+        let starting = Arc::clone(&self.starting);
         let name = name.to_string();
         tokio::spawn(async move {
-            match child.wait().await {
-                Ok(s) if !s.success() => {
-                    tracing::info!(task = %name, pid, status = %s, "replica's process ended")
-                }
-                _ => {}
-            }
+            run_replica(&tasks, &exe, &logs, spec, command).await;
+            starting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&name);
         });
     }
+}
+
+/// Creates the task of `spec` (named) and starts `command` in it with
+/// `exe __enter …`, its output appended to `<logs>/<task>.log`.
+async fn run_replica(
+    tasks: &Tasks,
+    exe: &std::path::Path,
+    logs: &std::path::Path,
+    spec: TaskSpec,
+    command: Vec<String>,
+) {
+    let name = spec.name.clone().unwrap_or_default();
+    let name = name.as_str();
+    let task = match tasks.create(spec).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(task = %name, error = %e, "cannot start the replica");
+            return;
+        }
+    };
+    let log = logs.join(format!("{name}.log"));
+    let out = std::fs::create_dir_all(logs).and_then(|_| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+    });
+    let mut cmd = container::command_in(exe, &task.netns, &task.resolv_conf, Some(name), &command);
+    match out.and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok((o, e)) => {
+            cmd.stdout(Stdio::from(o)).stderr(Stdio::from(e));
+        }
+        Err(e) => {
+            tracing::warn!(file = %log.display(), error = %e, "cannot open the replica's log");
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    cmd.stdin(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = match tokio::process::Command::from(cmd).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(task = %name, error = %e, "cannot start the replica's process");
+            tasks.remove(name, Ending::Exited).await;
+            return;
+        }
+    };
+    let Some(pid) = child.id() else {
+        tasks.remove(name, Ending::Exited).await;
+        return;
+    };
+    match tasks.set_replica_pid(name, pid, command).await {
+        Ok(_) => tracing::info!(task = %name, pid, "replica started"),
+        Err(e) => {
+            tracing::warn!(task = %name, error = %e, "cannot record the replica's process; stopping it");
+            let _ = child.start_kill();
+            tasks.remove(name, Ending::Exited).await;
+        }
+    }
+    // Reap it when it exits (the task's own watch ends the task).
+    let name = name.to_string();
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(s) if !s.success() => {
+                tracing::info!(task = %name, pid, status = %s, "replica's process ended")
+            }
+            _ => {}
+        }
+    });
 }
 
 /// Whether `slot` is one its service still asks for.
@@ -550,6 +544,8 @@ fn wanted(snap: &Snapshot, slot: &Slot) -> bool {
         .get(&slot.0)
         .is_some_and(|s| runnable(s) && slot.1 <= s.replicas)
 }
+
+mod update;
 
 #[cfg(test)]
 mod tests;

@@ -157,11 +157,17 @@ fn a_stack_deploys_labelled_warns_refuses_bad_files_redeploys_unchanged_and_goes
         shoal_tests::dns::query_a(&client_ns, gateway, "web").1,
         vec![vip]
     );
-    assert_eq!(
-        shoal_tests::dns::query_a(&client_ns, gateway, "tasks.web")
-            .1
-            .len(),
-        2
+    // Healthy in the store first; the node's DNS follows on its next
+    // reconcile.
+    wait_for(
+        "tasks.web to name both replicas",
+        Duration::from_secs(20),
+        || {
+            shoal_tests::dns::query_a(&client_ns, gateway, "tasks.web")
+                .1
+                .len()
+                == 2
+        },
     );
     let answered = |ns: &str, to: SocketAddr| -> BTreeSet<String> {
         (0..10).filter_map(|_| http_get(ns, to, "/").ok()).collect()

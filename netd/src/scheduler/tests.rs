@@ -2,6 +2,7 @@
 //! embedded store with replicas that are `sleep` children of the test.
 
 use super::*;
+use crate::model::EndpointState;
 
 #[test]
 fn slots_spread_over_nodes_and_everyone_agrees() {
@@ -276,6 +277,48 @@ async fn a_changed_command_replaces_one_replica_at_a_time_keeping_its_slot() {
         "a start was tried"
     );
     assert!(s.stopping.lock().unwrap().is_empty());
+    assert!(f.tasks.get("web.2").is_some());
+}
+
+#[tokio::test]
+async fn a_rolling_update_takes_turns_across_nodes_through_the_update_lock() {
+    let f = fixture(&[(1, "n1"), (2, "n1")]).await;
+    let mut s = scheduler(&f);
+    let mut snap = snapshot(&["n1", "n2"]);
+    snap.services.get_mut("web").unwrap().command = vec!["sleep".into(), "31".into()];
+    for slot in [1, 2] {
+        let ep: crate::model::Endpoint = serde_json::from_str(&format!(
+            r#"{{"name":"web.{slot}","network":"front","service":"web","node":"n1","ip":"10.77.0.1{slot}","state":"healthy"}}"#
+        ))
+        .unwrap();
+        snap.endpoints
+            .insert(("front".into(), format!("web.{slot}")), ep);
+    }
+    let lock = || async { f.store.range("update/web").await.unwrap().0 };
+    // n2's turn: n1 waits, though its replicas are all healthy.
+    f.store.put("update/web", b"n2".to_vec(), 0).await.unwrap();
+    s.pass(&snap).await.unwrap();
+    assert!(s.stopping.lock().unwrap().is_empty());
+    // n2 is done: n1 takes the lock on its lease and replaces one replica.
+    f.store.delete("update/web").await.unwrap();
+    s.pass(&snap).await.unwrap();
+    assert_eq!(
+        *s.stopping.lock().unwrap(),
+        BTreeSet::from(["web.1".to_string()])
+    );
+    let held = lock().await;
+    assert_eq!(held[0].value, b"n1");
+    assert_eq!(held[0].lease, f.owned.lease());
+    wait_gone(&f.tasks, "web.1").await;
+    // Slot 1 has no healthy replica yet: the lock stays n1's.
+    s.pass(&snap).await.unwrap();
+    assert_eq!(lock().await[0].value, b"n1");
+    assert!(f.tasks.get("web.2").is_some());
+    // Once what n1 holds serves with the service's command, n1 lets go.
+    snap.services.get_mut("web").unwrap().command = web().command;
+    f.store.put("task/web/1", b"n2".to_vec(), 0).await.unwrap();
+    s.pass(&snap).await.unwrap();
+    assert!(lock().await.is_empty(), "the lock was released");
     assert!(f.tasks.get("web.2").is_some());
 }
 

@@ -1,7 +1,8 @@
 //! Creating a task (step 1 of its life, see [`super`]): the network and
 //! service checked, a name chosen, an address allocated, then the
-//! namespace, resolv.conf, container entry and endpoint, and a wait until
-//! this node's datapath has attached it. [`Tasks::detach`] undoes the
+//! namespace, resolv.conf, container entry and endpoint (all under the
+//! registry's lock), and a wait until this node's datapath has attached it
+//! (without: creates wait side by side). [`Tasks::detach`] undoes the
 //! attachment, for a failed create and for a removed task alike.
 
 use std::path::PathBuf;
@@ -33,6 +34,42 @@ impl Tasks {
     /// Starts a task: see the [module docs](super). Nothing is left behind
     /// on error.
     pub async fn create(&self, spec: TaskSpec) -> Result<Task, OpError> {
+        let (task, ipam, applied) = self.prepare(spec).await?;
+        // Without the lock: creates wait for the datapath side by side.
+        let attached = self.wait_applied(applied).await;
+        let _guard = self.inner.ops.lock().await;
+        self.pending().remove(&task.name);
+        if !attached {
+            self.detach(&task).await;
+            let _ = ipam.release(self.inner.store.as_ref(), task.ip).await;
+            return Err(OpError::Internal(format!(
+                "this node did not attach task `{}` within {ATTACH_DEADLINE:?}; see the agent's log",
+                task.name
+            )));
+        }
+        let name = task.name.clone();
+        self.lock().insert(name.clone(), task.clone());
+        self.persist();
+        if task.slot.is_none() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(PID_DEADLINE).await;
+                if me.get(&name).is_some_and(|t| t.pid.is_none()) {
+                    tracing::warn!(task = %name, "no process was started for this task; removing it");
+                    me.remove(&name, Ending::Exited).await;
+                }
+            });
+        }
+        Ok(task)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The checks, the name reserved, the address, and [`Tasks::attach`];
+    /// returns the task, its IPAM and the revision the datapath must reach.
+    async fn prepare(&self, spec: TaskSpec) -> Result<(Task, Ipam, Revision), OpError> {
         let _guard = self.inner.ops.lock().await;
         let store = self.inner.store.as_ref();
         let invalid = |field: &str, message: String| OpError::Invalid {
@@ -79,7 +116,7 @@ impl Tasks {
                 random_suffix()
             ),
         };
-        if self.lock().contains_key(&name) {
+        if self.lock().contains_key(&name) || !self.pending().insert(name.clone()) {
             return Err(OpError::Conflict {
                 field: "name".into(),
                 message: format!("a task named `{name}` already runs on this node"),
@@ -92,13 +129,19 @@ impl Tasks {
             gateway: net.gateway,
             node: self.inner.node.clone(),
         };
-        let ip = ipam.allocate(store, &name).await.map_err(|e| match e {
-            crate::ipam::IpamError::Store(s) => OpError::from(s),
-            other => OpError::Conflict {
-                field: "network".into(),
-                message: other.to_string(),
-            },
-        })?;
+        let ip = match ipam.allocate(store, &name).await {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.pending().remove(&name);
+                return Err(match e {
+                    crate::ipam::IpamError::Store(s) => OpError::from(s),
+                    other => OpError::Conflict {
+                        field: "network".into(),
+                        message: other.to_string(),
+                    },
+                });
+            }
+        };
         let mut task = Task {
             name: name.clone(),
             network: net.name.clone(),
@@ -114,32 +157,20 @@ impl Tasks {
             command: Vec::new(),
         };
         match self.attach(&mut task).await {
-            Ok(()) => {
-                self.lock().insert(name.clone(), task.clone());
-                self.persist();
-                if spec.slot.is_none() {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(PID_DEADLINE).await;
-                        if me.get(&name).is_some_and(|t| t.pid.is_none()) {
-                            tracing::warn!(task = %name, "no process was started for this task; removing it");
-                            me.remove(&name, Ending::Exited).await;
-                        }
-                    });
-                }
-                Ok(task)
-            }
+            Ok(applied) => Ok((task, ipam, applied)),
             Err(e) => {
                 self.detach(&task).await;
                 let _ = ipam.release(store, ip).await;
+                self.pending().remove(&name);
                 Err(e)
             }
         }
     }
 
-    /// Namespace, resolv.conf, container entry, endpoint, and the wait for
-    /// the datapath. On error the caller runs [`Tasks::detach`].
-    async fn attach(&self, task: &mut Task) -> Result<(), OpError> {
+    /// Namespace, resolv.conf, container entry and endpoint; returns the
+    /// revision the datapath must apply to have attached the task. On
+    /// error the caller runs [`Tasks::detach`].
+    async fn attach(&self, task: &mut Task) -> Result<Revision, OpError> {
         let internal = |what: &str, e: String| OpError::Internal(format!("{what}: {e}"));
         let ns = task.netns.clone();
         tokio::task::spawn_blocking(move || ContainerNs::create(&ns).map(|_| ()))
@@ -186,13 +217,7 @@ impl Tasks {
         let (_, rev) = store
             .range(&keys::endpoint(&task.network, &task.name))
             .await?;
-        if !self.wait_applied(rev).await {
-            return Err(OpError::Internal(format!(
-                "this node did not attach task `{}` within {ATTACH_DEADLINE:?}; see the agent's log",
-                task.name
-            )));
-        }
-        Ok(())
+        Ok(rev)
     }
 
     /// Undoes [`Tasks::attach`]: endpoint, attachment, namespace, files.

@@ -8,7 +8,8 @@
 //!
 //! Life of a task:
 //! 1. [`Tasks::create`]: namespace, address, resolv.conf, endpoint
-//!    (starting), and a wait until this node's datapath has attached it.
+//!    (starting), and a wait until this node's datapath has attached it
+//!    (creates wait side by side: one reconcile attaches them all).
 //! 2. [`Tasks::set_pid`]: the process is watched (pidfd); its exit ends the
 //!    task. A task whose pid never arrives ends after [`PID_DEADLINE`].
 //! 3. [`Tasks::remove`]: a task whose process still runs is first marked
@@ -125,8 +126,16 @@ struct Inner {
     node: String,
     dir: PathBuf,
     tasks: Mutex<BTreeMap<String, Task>>,
-    /// Serialises creates and removes (each is short; the store and kernel
-    /// steps inside must not interleave for one name).
+    /// Names of tasks being created (reserved until the datapath has
+    /// attached them, or they failed).
+    pending: Mutex<std::collections::BTreeSet<String>>,
+    /// Serialises writes of `tasks.json`, so the last written holds the
+    /// latest registry (creates and pids are recorded side by side).
+    recording: Mutex<()>,
+    /// Serialises the store and kernel steps of creates and removes (each
+    /// is short; they must not interleave for one name). A create does not
+    /// hold it while it waits for the datapath, so one reconcile can
+    /// attach many new tasks.
     ops: tokio::sync::Mutex<()>,
 }
 
@@ -169,6 +178,8 @@ impl Tasks {
                 node,
                 dir: dir.to_path_buf(),
                 tasks: Mutex::new(BTreeMap::new()),
+                pending: Mutex::default(),
+                recording: Mutex::new(()),
                 ops: tokio::sync::Mutex::new(()),
             }),
         }

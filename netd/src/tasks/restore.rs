@@ -24,8 +24,13 @@ impl Tasks {
     }
 
     /// Rewrites `tasks.json` from the registry (a temporary file, then a
-    /// rename).
+    /// rename), one writer at a time.
     pub(super) fn persist(&self) {
+        let _one = self
+            .inner
+            .recording
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let tasks = self.lock().clone();
         let path = self.inner.dir.join("tasks.json");
         let tmp = self.inner.dir.join("tasks.json.tmp");

@@ -18,10 +18,18 @@
 //! - [`partition`]: 8. one node partitioned: no split-brain allocation.
 //! - [`http_web`]: `web` as the demo runs it (HTTP mode, keep-alive clients), for 2, 3 and 7.
 //! - [`replica_crash`]: 2. a replica crashes under load: no request fails.
+//! - [`rolling_update`]: 3. every replica replaced under load: no request fails.
+//! - [`netd_restart`]: 7. an agent restarted under load: nothing fails, nothing changes.
+//! - [`scale`]: 9. 200 services x 5 replicas: convergence, memory, answers still right.
 
 mod common;
 mod deploy;
 mod etcd_leader;
 mod etcd_outage;
+mod http_web;
+mod netd_restart;
 mod node_loss;
 mod partition;
+mod replica_crash;
+mod rolling_update;
+mod scale;
