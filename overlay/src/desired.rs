@@ -52,7 +52,8 @@ pub fn mesh_mtu(config: &Config, node_ns: &NsTarget) -> Result<Option<u32>, Erro
     })
 }
 
-/// min(MTU of the link holding `underlay_ip`, route MTU to each of `peers`).
+/// min(MTU of the link holding `underlay_ip`, route MTU to each of `peers`
+/// that has a route now).
 async fn underlay_mtu(
     h: &rtnetlink::Handle,
     underlay_ip: Ipv4Addr,
@@ -69,7 +70,15 @@ async fn underlay_mtu(
         .ok_or_else(|| Error::Conflict(format!("{what}: its link vanished")))?
         .mtu;
     for p in peers {
-        under = under.min(route::mtu_towards(h, *p).await?);
+        // A peer with no route right now (a partition, a blackhole) cannot
+        // bound the MTU, and must not stop the whole apply: the other
+        // peers' changes still have to land.
+        match route::mtu_towards(h, *p).await {
+            Ok(m) => under = under.min(m),
+            Err(e) => {
+                tracing::warn!(peer = %p, error = %e, "no route to a peer now; its path does not bound the MTU")
+            }
+        }
     }
     Ok(under)
 }

@@ -15,7 +15,8 @@
 //! - [`node_loss`]: 4. a node's link cut: its replicas leave everyone's DNS and balancing.
 //! - [`etcd_leader`]: 5. the etcd leader killed: no request fails, changes resume.
 //! - [`etcd_outage`]: 6. all of etcd down for 30 s: traffic flows, nothing is reassigned.
-//! - [`partition`]: 8. one node partitioned: no split-brain allocation.
+//! - [`partition`]: 8. one node partitioned (from peers and store): no split-brain allocation.
+//! - [`partition_peers`]: 8, second variant: cut from peers, not from etcd: nothing allocated twice.
 //! - [`http_web`]: `web` as the demo runs it (HTTP mode, keep-alive clients), for 2, 3 and 7.
 //! - [`replica_crash`]: 2. a replica crashes under load: no request fails.
 //! - [`rolling_update`]: 3. every replica replaced under load: no request fails.
@@ -30,6 +31,7 @@ mod http_web;
 mod netd_restart;
 mod node_loss;
 mod partition;
+mod partition_peers;
 mod replica_crash;
 mod rolling_update;
 mod scale;
