@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -48,22 +48,10 @@ fn a_service_on_one_node_from_create_to_restart() {
         .parse::<ipnet::Ipv4Net>()
         .unwrap()
         .contains(ip)));
-    let svc = a.json(&["service", "inspect", "web"]);
-    let vip: Ipv4Addr = svc["networks"]["front"].as_str().unwrap().parse().unwrap();
+    let vip = a.vip("web", "front");
 
     // A client container on the same network.
-    let _client = t.agent.run(
-        &t.dir,
-        &[
-            "--network",
-            "front",
-            "--name",
-            "client",
-            "--",
-            "sleep",
-            "300",
-        ],
-    );
+    let _client = a.sleeper(&t.dir, "front", "client");
     let client_ns = t.task_ns("client");
     wait_for("the client task", Duration::from_secs(20), || {
         std::path::Path::new("/run/netns").join(&client_ns).exists()
@@ -110,10 +98,7 @@ fn a_service_on_one_node_from_create_to_restart() {
     });
 
     // An established container-to-container flow, through the overlay.
-    let _peer = t.agent.run(
-        &t.dir,
-        &["--network", "front", "--name", "peer", "--", "sleep", "300"],
-    );
+    let _peer = a.sleeper(&t.dir, "front", "peer");
     let peer_ns = t.task_ns("peer");
     wait_for("the peer task", Duration::from_secs(20), || {
         ask(&client_ns, "peer").1.len() == 1
@@ -168,7 +153,6 @@ fn a_service_on_one_node_from_create_to_restart() {
     }
     assert_eq!(a.json(&["service", "ps", "web"]), ps_before);
     sock::echo(&mut flow, b"after").unwrap();
-    flow.write_all(b"").unwrap();
     assert_eq!(seen(SocketAddr::new(vip.into(), 8000), &client_ns).len(), 2);
 }
 

@@ -116,14 +116,8 @@ fn what_one_node_is_told_every_node_does() {
     assert!(by_node.contains(&("web.2".into(), t.n2.clone())));
 
     // A client on each node sees both replicas by name, VIP and port.
-    let _c1 = t.a1.run(
-        &t.dir,
-        &["--network", "front", "--name", "c1", "--", "sleep", "300"],
-    );
-    let _c2 = t.a2.run(
-        &t.dir,
-        &["--network", "front", "--name", "c2", "--", "sleep", "300"],
-    );
+    let _c1 = t.a1.sleeper(&t.dir, "front", "c1");
+    let _c2 = t.a2.sleeper(&t.dir, "front", "c2");
     let (c1, c2) = (t.task_ns(&t.n1, "c1"), t.task_ns(&t.n2, "c2"));
     let mut ips: Vec<Ipv4Addr> = tasks
         .iter()
@@ -135,11 +129,7 @@ fn what_one_node_is_told_every_node_does() {
             ask(c, "tasks.web") == ips
         });
     }
-    let vip: Ipv4Addr = t.a2.json(&["service", "inspect", "web"])["networks"]["front"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let vip = t.a2.vip("web", "front");
     let both: std::collections::BTreeSet<String> =
         ["web.1", "web.2"].iter().map(|s| s.to_string()).collect();
     for c in [&c1, &c2] {
@@ -260,10 +250,7 @@ fn convergence_after_a_failed_check_is_measured() {
     });
     let ip: Ipv4Addr = task["ip"].as_str().unwrap().parse().unwrap();
     let addr = SocketAddr::new(ip.into(), 9000);
-    let _c1 = t.a1.run(
-        &t.dir,
-        &["--network", "front", "--name", "c1", "--", "sleep", "300"],
-    );
+    let _c1 = t.a1.sleeper(&t.dir, "front", "c1");
     let c1 = t.task_ns(&t.n1, "c1");
 
     let store: Arc<dyn Store> = rt.block_on(async {

@@ -9,7 +9,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -183,23 +183,8 @@ fn a_graceful_restart_drops_no_connection() {
         .map(|n| replica(&t, n))
         .collect();
     a.wait_healthy("echo", 3);
-    let vip: Ipv4Addr = a.json(&["service", "inspect", "echo"])["networks"]["front"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let _client = a.run(
-        &t.dir,
-        &[
-            "--network",
-            "front",
-            "--name",
-            "client",
-            "--",
-            "sleep",
-            "600",
-        ],
-    );
+    let vip = a.vip("echo", "front");
+    let _client = a.sleeper(&t.dir, "front", "client");
     let client_ns = t.task_ns("client");
     let gateway: SocketAddr = "10.77.0.1:53".parse().unwrap();
     wait_for("the client task", Duration::from_secs(20), || {

@@ -246,3 +246,42 @@ pub fn task_addresses(c: &Cluster) -> BTreeMap<String, BTreeSet<Ipv4Addr>> {
 pub fn ms(d: Duration) -> String {
     format!("{} ms", d.as_millis())
 }
+
+/// Every node's lb addresses in `node ls` JSON, as (who, address).
+pub fn lb_addresses(nodes: &Value) -> Vec<(String, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for n in nodes.as_array().map_or(&[][..], Vec::as_slice) {
+        for ip in n["lb_addresses"]
+            .as_object()
+            .into_iter()
+            .flat_map(|l| l.values())
+        {
+            if let Some(ip) = ip.as_str().and_then(|i| i.parse().ok()) {
+                out.push((format!("lb of {}", n["name"]), ip));
+            }
+        }
+    }
+    out
+}
+
+/// Asserts no address in `held` (who, address) belongs to two holders, and
+/// no address sits in two task namespaces in the kernel.
+pub fn assert_each_address_once(c: &Cluster, held: &[(String, Ipv4Addr)]) {
+    let mut by_ip: BTreeMap<Ipv4Addr, Vec<&str>> = BTreeMap::new();
+    for (who, ip) in held {
+        by_ip.entry(*ip).or_default().push(who);
+    }
+    let twice: Vec<_> = by_ip.iter().filter(|(_, w)| w.len() > 1).collect();
+    assert!(twice.is_empty(), "addresses held twice: {twice:?}");
+    let mut ns_of_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    for (ns, ips) in task_addresses(c) {
+        for ip in ips {
+            ns_of_ip.entry(ip).or_default().push(ns.clone());
+        }
+    }
+    let dup: Vec<_> = ns_of_ip.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(
+        dup.is_empty(),
+        "addresses in more than one task namespace: {dup:?}"
+    );
+}

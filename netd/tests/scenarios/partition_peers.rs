@@ -4,14 +4,15 @@
 //! the same time: tasks, services (VIPs) and new replica slots. After
 //! healing, no address or VIP is held twice, in the store or the kernel.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use shoal_tests::cmd::ip_in;
 use shoal_tests::Cluster;
 
-use crate::common::{busiest, deploy_web, ps, serial, start, task_addresses, vip, NET};
+use crate::common::{
+    assert_each_address_once, busiest, deploy_web, lb_addresses, ps, serial, start, vip, NET,
+};
 
 /// Adds (or removes) blackhole routes between node `p` and `others`.
 fn isolate(c: &Cluster, p: usize, others: &[usize], on: bool) {
@@ -97,36 +98,8 @@ fn s8b_node_cut_from_peers_but_not_from_etcd_allocates_nothing_twice() {
     for svc in ["web", "api-p", "api-m"] {
         held.push((format!("VIP {svc}"), vip(&c, others[0], svc)));
     }
-    let nodes = c.json(others[0], &["node", "ls"]);
-    for n in nodes.as_array().unwrap() {
-        for ip in n["lb_addresses"]
-            .as_object()
-            .into_iter()
-            .flat_map(|l| l.values())
-        {
-            held.push((
-                format!("lb of {}", n["name"]),
-                ip.as_str().unwrap().parse().unwrap(),
-            ));
-        }
-    }
-    let mut by_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
-    for (who, ip) in &held {
-        by_ip.entry(*ip).or_default().push(who.clone());
-    }
-    let twice: Vec<_> = by_ip.iter().filter(|(_, w)| w.len() > 1).collect();
-    assert!(twice.is_empty(), "addresses held twice: {twice:?}");
-    let mut ns_of_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
-    for (ns, ips) in task_addresses(&c) {
-        for ip in ips {
-            ns_of_ip.entry(ip).or_default().push(ns.clone());
-        }
-    }
-    let dup: Vec<_> = ns_of_ip.iter().filter(|(_, v)| v.len() > 1).collect();
-    assert!(
-        dup.is_empty(),
-        "addresses in more than one task namespace: {dup:?}"
-    );
+    held.extend(lb_addresses(&c.json(others[0], &["node", "ls"])));
+    assert_each_address_once(&c, &held);
     println!(
         "after healing: {} addresses held (6 replicas, 2 containers, 3 VIPs, 3 lb addresses), none twice",
         held.len()

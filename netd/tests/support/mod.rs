@@ -154,6 +154,23 @@ impl Agent {
         Proc::from_command(cmd, &format!("netd {}", full.join(" ")))
     }
 
+    /// The VIP of `service` on `network`, from `service inspect`.
+    pub fn vip(&self, service: &str, network: &str) -> Ipv4Addr {
+        self.json(&["service", "inspect", service])["networks"][network]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("`{service}` has no VIP on `{network}`"))
+    }
+
+    /// Starts a container `name` on `network` that only sleeps (a client
+    /// or a peer whose namespace a test uses).
+    pub fn sleeper(&self, cwd: &Path, network: &str, name: &str) -> Proc {
+        self.run(
+            cwd,
+            &["--network", network, "--name", name, "--", "sleep", "600"],
+        )
+    }
+
     /// Waits until `service ps` shows `n` healthy tasks; returns them.
     pub fn wait_healthy(&self, service: &str, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
