@@ -29,18 +29,35 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 pub const WRITE_BUFFER: usize = 1460;
 
 /// `S` behind a write buffer of [`WRITE_BUFFER`] bytes; reads go straight
-/// to `S`. Writes larger than the buffer bypass it (tokio's `BufWriter`).
+/// to `S` (after any bytes given back with [`Buffered::with_prefix`]).
+/// Writes larger than the buffer bypass it (tokio's `BufWriter`).
 #[derive(Debug)]
 pub struct Buffered<S: AsyncWrite> {
     inner: BufWriter<S>,
+    /// Bytes already read from `S` by someone else, to be read first.
+    prefix: Vec<u8>,
+    /// How much of `prefix` has been read.
+    at: usize,
 }
 
 impl<S: AsyncWrite> Buffered<S> {
     /// Wraps `stream`.
     pub fn new(stream: S) -> Self {
+        Self::with_prefix(stream, Vec::new())
+    }
+
+    /// Wraps `stream` whose first bytes, `prefix`, were already read from
+    /// it (the fast path handing a connection to pingora).
+    pub fn with_prefix(stream: S, prefix: Vec<u8>) -> Self {
         Buffered {
             inner: BufWriter::with_capacity(WRITE_BUFFER, stream),
+            prefix,
+            at: 0,
         }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.prefix[self.at..]
     }
 
     fn get(&self) -> &S {
@@ -54,6 +71,17 @@ impl<S: IO> AsyncRead for Buffered<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let pending = self.pending();
+        if !pending.is_empty() {
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(self.inner.get_mut()).poll_read(cx, buf)
     }
 }
@@ -157,7 +185,19 @@ impl<S: IO> GetSocketDigest for Buffered<S> {
 #[async_trait]
 impl<S: IO> Peek for Buffered<S> {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.get_mut().try_peek(buf).await
+        let pending = self.pending();
+        if pending.is_empty() {
+            return self.inner.get_mut().try_peek(buf).await;
+        }
+        // Pingora peeks for the HTTP/2 preface. The fast path hands a
+        // connection over with the whole preface or with an HTTP/1 head, so
+        // what was given back decides; bytes past it read as zeros (which
+        // no preface holds), never as "cannot peek" (pingora would then
+        // take the connection for HTTP/2).
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        buf[n..].fill(0);
+        Ok(true)
     }
 }
 

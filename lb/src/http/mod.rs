@@ -13,6 +13,8 @@
 //! - [`budget`]: the retry budget.
 //! - [`hash_key`]: where hash policies take their key from.
 //! - [`forwarded`]: `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`.
+//! - [`h1`]: the HTTP/1.1 fast path, which carries plain keep-alive
+//!   requests itself and hands everything else to pingora.
 //! - [`io`]: the write buffer in front of client connections.
 //! - [`serve`]: the listener's HTTP state and the hand-off to pingora.
 //! - [`stats`]: status-class counters and latency histograms.
@@ -30,6 +32,7 @@ use crate::policy::humantime_serde_compat as hts;
 pub mod balancer;
 pub mod budget;
 pub mod forwarded;
+pub mod h1;
 pub mod hash_key;
 pub mod io;
 pub mod serve;

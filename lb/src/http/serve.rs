@@ -2,7 +2,9 @@
 //! settings it runs with, and the hand-off of accepted connections to it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora_core::apps::{HttpServerOptions, ServerApp};
@@ -15,6 +17,9 @@ use tokio::sync::watch;
 
 use super::balancer::Balancer;
 use super::budget::RetryBudget;
+use super::h1::idle::IdlePool;
+use super::h1::request::Peer;
+use super::h1::Served;
 use super::io::Buffered;
 use super::stats::ListenerHttpStats;
 use super::HttpSettings;
@@ -38,6 +43,10 @@ pub struct HttpListener {
     budget: ArcSwap<RetryBudget>,
     app: ArcSwapOption<HttpProxy<Balancer>>,
     shutdown: watch::Sender<bool>,
+    /// Whether the sweeper of idle upstream connections runs.
+    sweeping: AtomicBool,
+    /// Idle upstream connections of the HTTP/1.1 fast path.
+    pub idle: IdlePool,
     /// Counters.
     pub stats: ListenerHttpStats,
 }
@@ -64,6 +73,8 @@ impl HttpListener {
             settings: ArcSwap::from_pointee(settings),
             app: ArcSwapOption::empty(),
             shutdown: watch::channel(false).0,
+            sweeping: AtomicBool::new(false),
+            idle: IdlePool::default(),
             stats: ListenerHttpStats::default(),
         }
     }
@@ -120,21 +131,34 @@ impl HttpListener {
     }
 
     /// Serves one client connection; `client` is its real address (from a
-    /// PROXY header when the listener accepts one).
-    pub async fn serve(&self, tcp: TcpStream, client: SocketAddr) {
+    /// PROXY header when the listener accepts one). Plain HTTP/1.1 goes
+    /// through the fast path ([`super::h1`]) until a request needs pingora;
+    /// TLS, and listeners speaking HTTP/2 to backends, go to pingora.
+    pub async fn serve(self: &Arc<Self>, listener: &Listener, tcp: TcpStream, client: SocketAddr) {
+        let local = tcp.local_addr().ok();
+        let mut shutdown = self.shutdown.subscribe();
+        let tls = self.tls.load_full();
+        let (tcp, prefix) = if tls.is_none() && !self.settings.load().upstream_h2 {
+            self.start_sweeper();
+            let peer = Peer { client, local };
+            match super::h1::serve(self, listener, tcp, peer, &mut shutdown).await {
+                Served::Done => return,
+                Served::HandOff(tcp, prefix) => (tcp, prefix),
+            }
+        } else {
+            (tcp, Vec::new())
+        };
         let Some(app) = self.app.load_full() else {
             return;
         };
-        let local = tcp.local_addr().ok();
         let mut stream = Stream::from(tcp);
         let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let _ = digest.peer_addr.set(Some(client.into()));
         let _ = digest.local_addr.set(local.map(Into::into));
         stream.set_socket_digest(digest);
-        let shutdown = self.shutdown.subscribe();
         // Buffered: see `super::io` (one write per small response).
-        let first: pingora_core::protocols::Stream = match self.tls.load_full() {
-            None => Box::new(Buffered::new(stream)),
+        let first: pingora_core::protocols::Stream = match tls {
+            None => Box::new(Buffered::with_prefix(stream, prefix)),
             Some(acceptor) => match acceptor.tls_handshake(stream).await {
                 Ok(tls) => Box::new(Buffered::new(tls)),
                 Err(e) => {
@@ -147,5 +171,27 @@ impl HttpListener {
         while let Some(s) = next {
             next = app.process_new(s, &shutdown).await;
         }
+    }
+
+    /// Starts, once, the task that closes idle upstream connections older
+    /// than [`super::h1::idle::MAX_IDLE`]; it ends with the listener.
+    fn start_sweeper(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Relaxed) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let Some(me) = weak.upgrade() else { return };
+                me.idle.sweep(tokio::time::Instant::now());
+                if *me.shutdown.borrow() {
+                    me.idle
+                        .sweep(tokio::time::Instant::now() + Duration::from_secs(3600));
+                    return;
+                }
+            }
+        });
     }
 }

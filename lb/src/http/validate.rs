@@ -14,29 +14,48 @@ pub fn valid_target(raw: &[u8]) -> bool {
 
 /// Checks one request header; `Err` names the problem.
 pub fn check(req: &RequestHeader) -> Result<(), Refusal> {
-    if !valid_target(req.raw_path()) {
+    let fields: Vec<(&str, &[u8])> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    check_fields(
+        req.raw_path(),
+        req.version == http::Version::HTTP_11,
+        fields.iter().copied(),
+    )
+}
+
+/// The checks of [`check`] on a request's parts: its target, whether it is
+/// HTTP/1.1, and its header fields (any case) in order.
+pub fn check_fields<'a>(
+    target: &[u8],
+    http11: bool,
+    fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+) -> Result<(), Refusal> {
+    if !valid_target(target) {
         return Err("request target holds characters no URI may hold");
     }
-    let h = &req.headers;
-    let hosts = h.get_all("host").iter().count();
+    let named = |n: &'static str| {
+        fields
+            .clone()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v)
+    };
+    let hosts = named("host").count();
     if hosts > 1 {
         return Err("more than one Host header");
     }
-    if hosts == 0 && req.version == http::Version::HTTP_11 {
+    if hosts == 0 && http11 {
         return Err("HTTP/1.1 request without Host");
     }
-    let te: Vec<&[u8]> = h
-        .get_all("transfer-encoding")
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if !te.is_empty() {
-        if h.contains_key("content-length") {
+    if let Some(last) = named("transfer-encoding").last() {
+        if named("content-length").next().is_some() {
             return Err("both Transfer-Encoding and Content-Length");
         }
-        let last = te
-            .last()
-            .and_then(|v| v.split(|b| *b == b',').next_back())
+        let last = last
+            .split(|b| *b == b',')
+            .next_back()
             .map(|c| c.trim_ascii().to_ascii_lowercase());
         if last.as_deref() != Some(b"chunked".as_slice()) {
             return Err("Transfer-Encoding does not end in chunked");

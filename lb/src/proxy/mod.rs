@@ -306,7 +306,7 @@ impl Listener {
             }
         }
         if let Some(http) = &self.http {
-            http.serve(client, source).await;
+            http.serve(self, client, source).await;
             return;
         }
         let pool = self.pool.load_full();
@@ -367,7 +367,7 @@ impl Drop for Decrement<'_> {
     }
 }
 
-fn keepalive_of(settings: &ProxySettings) -> Option<Duration> {
+pub(crate) fn keepalive_of(settings: &ProxySettings) -> Option<Duration> {
     (!settings.keepalive.is_zero()).then_some(settings.keepalive)
 }
 
@@ -391,7 +391,7 @@ fn set_options(s: &TcpStream, keepalive: Option<Duration>) {
     let _ = set_socket_options(socket2::SockRef::from(s), keepalive);
 }
 
-async fn connect(
+pub(crate) async fn connect(
     sockets: &dyn Sockets,
     ep: &Endpoint,
     keepalive: Option<Duration>,

@@ -8,6 +8,7 @@ mod distribution;
 mod haproxy;
 mod health;
 mod http;
+mod http_fast;
 mod http_support;
 mod lifecycle;
 mod proxy_protocol;

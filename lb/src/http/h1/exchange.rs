@@ -1,0 +1,472 @@
+//! One request's trip through the fast path: pick a backend, send the
+//! request on a pooled or new connection, read the response head, retry
+//! within the same limits as pingora's path (`retries`, the retry budget,
+//! the total timeout; idempotent requests only once anything may have
+//! reached a backend), then relay the body to the client and give the
+//! connection back to the pool.
+//!
+//! A pooled connection the backend closed while it sat idle fails the
+//! first write or read with nothing received. An idempotent request is then
+//! sent once more on a new connection, not counted as a retry nor against
+//! the backend; other requests only reuse connections that still look
+//! open (a non-blocking read finds nothing waiting and no end of stream).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::chunked::Chunked;
+use super::idle::Key;
+use super::request::{Peer, Request};
+use super::response::{self, Framing, Response};
+use crate::endpoint::Endpoint;
+use crate::http::serve::HttpListener;
+use crate::http::HttpSettings;
+use crate::proxy::{Listener, ProxySettings};
+use crate::proxy_protocol::encode_v2;
+
+/// Bytes read from a backend per read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Whether the client connection carries another request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Read the next request.
+    KeepAlive,
+    /// Close it.
+    Close,
+}
+
+/// Buffers a client connection reuses from request to request.
+#[derive(Debug, Default)]
+pub struct Buffers {
+    /// Bytes from the backend.
+    pub up: Vec<u8>,
+    /// A response head written again, or an error response.
+    pub head: Vec<u8>,
+}
+
+/// Why an attempt failed before a response head arrived.
+#[derive(Debug)]
+enum Failure {
+    /// No connection could be made.
+    Connect,
+    /// A pooled connection turned out closed; nothing reached a backend.
+    Stale,
+    /// The backend took too long.
+    Timeout,
+    /// It failed otherwise (reset, early close, a malformed response).
+    Broken,
+}
+
+/// What one request needs to know about where it is.
+pub struct Trip<'a> {
+    /// The listener's HTTP side (stats, budget, idle connections).
+    pub http: &'a HttpListener,
+    /// The listener (pool, sockets).
+    pub listener: &'a Listener,
+    /// HTTP settings in force for this connection.
+    pub settings: &'a HttpSettings,
+    /// Proxy settings in force for this connection.
+    pub proxy: &'a ProxySettings,
+    /// The client.
+    pub peer: Peer,
+}
+
+/// Awaits `f` for at most `limit` (none: no limit).
+async fn within<T>(
+    limit: Option<Duration>,
+    f: impl Future<Output = io::Result<T>>,
+) -> Result<io::Result<T>, ()> {
+    match limit {
+        None => Ok(f.await),
+        Some(d) => tokio::time::timeout(d, f).await.map_err(|_| ()),
+    }
+}
+
+fn min_limit(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// True when a pooled connection has nothing waiting and is not at its end.
+fn looks_open(tcp: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+impl Trip<'_> {
+    fn deadline(&self, started: Instant) -> Option<Instant> {
+        let t = self.settings.total_timeout;
+        (!t.is_zero()).then(|| started + t)
+    }
+
+    fn read_limit(&self, deadline: Option<Instant>) -> Option<Duration> {
+        let r = self.settings.read_timeout;
+        min_limit((!r.is_zero()).then_some(r), left(deadline))
+    }
+
+    /// Carries `req` (its upstream bytes in `out`) and relays the response.
+    pub async fn forward(
+        &self,
+        client: &mut TcpStream,
+        req: &Request,
+        out: &[u8],
+        bufs: &mut Buffers,
+        started: Instant,
+    ) -> After {
+        let pool = self.listener.pool();
+        let deadline = self.deadline(started);
+        let budget = self.http.budget();
+        budget.on_request(started);
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut fresh = false;
+        loop {
+            let Some(ep) = pool.pick(req.key, &tried) else {
+                return self
+                    .respond(client, 503, "no healthy backend", req, started)
+                    .await;
+            };
+            let _active = ep.open();
+            let picked = Instant::now();
+            let key: Key = (
+                ep.addr(),
+                self.proxy.send_proxy_v2.then_some(self.peer.client),
+            );
+            let failure = match self
+                .attempt(&ep, &key, fresh, client, out, bufs, req, deadline)
+                .await
+            {
+                Ok((up, resp)) => {
+                    return self
+                        .relay(client, up, resp, &ep, &key, picked, req, bufs, started)
+                        .await
+                }
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Stale if req.idempotent => {
+                    fresh = true;
+                    continue;
+                }
+                Failure::Connect => pool.report_failure(&ep),
+                _ => {
+                    pool.report_error(&ep);
+                    if !req.idempotent {
+                        return self
+                            .respond(client, 502, "backend failed", req, started)
+                            .await;
+                    }
+                }
+            }
+            tried.push(ep.addr());
+            fresh = false;
+            let now = Instant::now();
+            let over_time = deadline.is_some_and(|d| now >= d);
+            if over_time || tried.len() > self.settings.retries as usize || !budget.try_retry(now) {
+                self.http.stats.retries_denied.fetch_add(1, Relaxed);
+                return match failure {
+                    Failure::Timeout => {
+                        self.respond(client, 504, "backend timed out", req, started)
+                            .await
+                    }
+                    _ => {
+                        self.respond(
+                            client,
+                            502,
+                            "backend failed and no retry is left",
+                            req,
+                            started,
+                        )
+                        .await
+                    }
+                };
+            }
+            self.http.stats.retries.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// One attempt on `ep`: a connection, the request, the response head
+    /// (1xx heads are passed to the client on the way).
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        ep: &Arc<Endpoint>,
+        key: &Key,
+        fresh: bool,
+        client: &mut TcpStream,
+        out: &[u8],
+        bufs: &mut Buffers,
+        req: &Request,
+        deadline: Option<Instant>,
+    ) -> Result<(TcpStream, Response), Failure> {
+        let stats = &self.http.stats;
+        let pooled = if fresh {
+            None
+        } else {
+            let now = Instant::now();
+            std::iter::from_fn(|| self.http.idle.take(key, now))
+                .find(|c| req.idempotent || looks_open(&c.tcp))
+        };
+        let reused = pooled.is_some();
+        let mut up = match pooled {
+            Some(c) => c.tcp,
+            None => self.connect(ep, deadline).await?,
+        };
+        let counter = if reused {
+            &stats.upstream_reused
+        } else {
+            &stats.upstream_new
+        };
+        counter.fetch_add(1, Relaxed);
+        let lost = |e: Option<io::Error>| match e {
+            None => Failure::Timeout,
+            Some(_) if reused => Failure::Stale,
+            Some(_) => Failure::Broken,
+        };
+        match within(left(deadline), up.write_all(out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(lost(Some(e))),
+            Err(()) => return Err(lost(None)),
+        }
+        bufs.up.clear();
+        let mut got_any = false;
+        loop {
+            if got_any {
+                match response::parse(&bufs.up, req.head) {
+                    response::Parsed::Partial => {}
+                    response::Parsed::Bad(why) => {
+                        tracing::debug!(backend = %ep.addr(), reason = why, "bad response");
+                        return Err(Failure::Broken);
+                    }
+                    response::Parsed::Ready(r) if r.status < 200 => {
+                        if client.write_all(&bufs.up[..r.head_len]).await.is_err() {
+                            return Err(Failure::Broken);
+                        }
+                        bufs.up.drain(..r.head_len);
+                        continue;
+                    }
+                    response::Parsed::Ready(r) => return Ok((up, r)),
+                }
+            }
+            bufs.up.reserve(READ_CHUNK);
+            match within(self.read_limit(deadline), up.read_buf(&mut bufs.up)).await {
+                Ok(Ok(0)) if !got_any => {
+                    return Err(lost(Some(io::ErrorKind::UnexpectedEof.into())))
+                }
+                Ok(Ok(0)) => return Err(Failure::Broken),
+                Ok(Ok(_)) => got_any = true,
+                Ok(Err(e)) if !got_any => return Err(lost(Some(e))),
+                Ok(Err(_)) => return Err(Failure::Broken),
+                Err(()) => return Err(Failure::Timeout),
+            }
+        }
+    }
+
+    /// A new connection to `ep` (with the PROXY v2 header when configured).
+    async fn connect(
+        &self,
+        ep: &Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<TcpStream, Failure> {
+        let limit = min_limit(Some(self.proxy.connect_timeout), left(deadline));
+        let hello = self.proxy.send_proxy_v2.then(|| {
+            let destination = self.peer.local.unwrap_or(self.listener.addr());
+            encode_v2(self.peer.client, destination)
+        });
+        let keepalive = crate::proxy::keepalive_of(self.proxy);
+        let sockets = self.listener.sockets().as_ref();
+        match within(
+            limit,
+            crate::proxy::connect(sockets, ep, keepalive, hello.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => Ok(tcp),
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %ep.addr(), error = %e, "connect failed");
+                Err(Failure::Connect)
+            }
+            Err(()) => {
+                tracing::debug!(backend = %ep.addr(), "connect timed out");
+                Err(Failure::Connect)
+            }
+        }
+    }
+
+    /// Sends the response to the client: its head, then its body as it
+    /// comes; the connection goes back to the pool when it can carry more.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        client: &mut TcpStream,
+        mut up: TcpStream,
+        resp: Response,
+        ep: &Arc<Endpoint>,
+        key: &Key,
+        picked: Instant,
+        req: &Request,
+        bufs: &mut Buffers,
+        started: Instant,
+    ) -> After {
+        let status = resp.status;
+        let rtt = picked.elapsed();
+        ep.http.responses.count(status);
+        ep.http.latency.observe(rtt);
+        let pool = self.listener.pool();
+        if status >= 500 {
+            pool.report_error(ep);
+        } else {
+            pool.report_success(ep, rtt);
+        }
+        let close = req.close || resp.framing == Framing::UntilClose;
+        let done = self.relay_body(client, &mut up, &resp, close, bufs).await;
+        self.count(status, started);
+        match done {
+            Ok(reusable) => {
+                if reusable {
+                    let max = self.settings.pool_size;
+                    self.http.idle.put(*key, up, Instant::now(), max);
+                }
+                if close {
+                    After::Close
+                } else {
+                    After::KeepAlive
+                }
+            }
+            Err(e) => {
+                tracing::debug!(backend = %ep.addr(), error = %e, "response cut short");
+                After::Close
+            }
+        }
+    }
+
+    /// Relays head and body; `Ok(true)` when the backend connection can
+    /// carry another request.
+    async fn relay_body(
+        &self,
+        client: &mut TcpStream,
+        up: &mut TcpStream,
+        resp: &Response,
+        close: bool,
+        bufs: &mut Buffers,
+    ) -> io::Result<bool> {
+        let head_len = resp.head_len;
+        let mut chunked = Chunked::default();
+        let mut remaining = match resp.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        // How much of `data` is body; whether the body is over; whether
+        // bytes followed it (then the connection is not reused).
+        let mut take = |data: &[u8]| -> io::Result<(usize, bool, bool)> {
+            Ok(match resp.framing {
+                Framing::Empty => (0, true, !data.is_empty()),
+                Framing::Length(_) => {
+                    let n = remaining.min(data.len() as u64);
+                    remaining -= n;
+                    (n as usize, remaining == 0, data.len() as u64 > n)
+                }
+                Framing::Chunked => match chunked.feed(data) {
+                    Ok(Some(n)) => (n, true, data.len() > n),
+                    Ok(None) => (data.len(), false, false),
+                    Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.0)),
+                },
+                Framing::UntilClose => (data.len(), false, false),
+            })
+        };
+        let (n, mut done, mut extra) = take(&bufs.up[head_len..])?;
+        if resp.verbatim {
+            client.write_all(&bufs.up[..head_len + n]).await?;
+        } else {
+            response::rewrite(&bufs.up[..head_len], close, &mut bufs.head);
+            bufs.head
+                .extend_from_slice(&bufs.up[head_len..head_len + n]);
+            client.write_all(&bufs.head).await?;
+        }
+        let read_limit = self.read_limit(None);
+        while !done {
+            bufs.up.clear();
+            bufs.up.reserve(READ_CHUNK);
+            let got = match within(read_limit, up.read_buf(&mut bufs.up)).await {
+                Ok(r) => r?,
+                Err(()) => return Err(io::ErrorKind::TimedOut.into()),
+            };
+            if got == 0 {
+                if resp.framing == Framing::UntilClose {
+                    return Ok(false);
+                }
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let (n, d, x) = take(&bufs.up)?;
+            (done, extra) = (d, x);
+            client.write_all(&bufs.up[..n]).await?;
+        }
+        Ok(resp.reusable && !extra)
+    }
+
+    fn count(&self, status: u16, started: Instant) {
+        let stats = &self.http.stats;
+        stats.responses.count(status);
+        stats.latency.observe(started.elapsed());
+    }
+
+    /// Answers with an error of this proxy's own.
+    async fn respond(
+        &self,
+        client: &mut TcpStream,
+        status: u16,
+        reason: &str,
+        req: &Request,
+        started: Instant,
+    ) -> After {
+        self.count(status, started);
+        let written = write_error(client, status, reason, req.close).await;
+        if written.is_err() || req.close {
+            After::Close
+        } else {
+            After::KeepAlive
+        }
+    }
+}
+
+/// What is left until `deadline`, if there is one.
+fn left(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| {
+        d.saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    })
+}
+
+/// Writes a short plain-text error response; `close` adds
+/// `Connection: close`.
+pub async fn write_error(
+    client: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    close: bool,
+) -> io::Result<()> {
+    let text = match status {
+        400 => "Bad Request",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let body = format!("{reason}\n");
+    let conn = if close { "connection: close\r\n" } else { "" };
+    let msg = format!(
+        "HTTP/1.1 {status} {text}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{conn}\r\n{body}",
+        body.len()
+    );
+    client.write_all(msg.as_bytes()).await
+}

@@ -1,0 +1,138 @@
+//! The HTTP/1.1 fast path: plain keep-alive requests proxied without
+//! pingora's per-request machinery.
+//!
+//! Pingora costs about twice the CPU per request of nginx or HAProxy
+//! (bench/README.md, "Where shoal-lb's time goes"): a boxed future per
+//! request, header maps rebuilt and cloned, a hashed LRU pool, clock reads
+//! on every poll. Most ingress traffic is small HTTP/1.1 requests on
+//! keep-alive connections, so those take this path: the head is parsed in
+//! place (httparse), written out once for the backend, sent on a pooled
+//! connection, and the response head goes back byte for byte with as much
+//! of the body as has arrived, in one write.
+//!
+//! Everything else is pingora's, decided per request before anything is
+//! sent: the connection is handed over with the bytes already read
+//! ([`Served::HandOff`]; see [`request`] for the list: h2c, upgrades,
+//! chunked or large request bodies, HTTP/1.0, `Expect`). TLS connections
+//! and listeners that speak HTTP/2 to backends never come here. Both paths
+//! share the pool, policies, retry budget, passive health, forwarding
+//! headers and counters, with the same rules.
+//!
+//! # Layout
+//! - this file: the client connection's loop.
+//! - [`request`]: the request head, checked and rewritten for the backend.
+//! - [`exchange`]: one request's trip (pick, send, retry, relay).
+//! - [`response`]: the response head and its body's framing.
+//! - [`chunked`]: where a chunked body ends.
+//! - [`idle`]: pooled upstream connections.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use self::exchange::{After, Buffers, Trip};
+use self::request::{Parsed, Peer};
+use crate::http::serve::HttpListener;
+use crate::proxy::Listener;
+
+pub mod chunked;
+pub mod exchange;
+pub mod idle;
+pub mod request;
+pub mod response;
+
+#[cfg(test)]
+mod fuzz_tests;
+
+/// How long a keep-alive connection may sit between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take to send a whole request once it started.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a connection left the fast path.
+#[derive(Debug)]
+pub enum Served {
+    /// It is finished (closed, or to be closed).
+    Done,
+    /// The next request is for pingora: the connection and the bytes
+    /// already read from it.
+    HandOff(TcpStream, Vec<u8>),
+}
+
+/// Serves `client`'s requests until it closes, a request is for pingora,
+/// or the listener shuts down (checked between requests).
+pub async fn serve(
+    http: &HttpListener,
+    listener: &Listener,
+    mut client: TcpStream,
+    peer: Peer,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Served {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut bufs = Buffers::default();
+    loop {
+        let settings = http.settings();
+        let proxy = listener.settings();
+        let mut started = Instant::now();
+        let req = loop {
+            if !buf.is_empty() {
+                match request::parse(&buf, &settings, peer, &mut out) {
+                    Parsed::Partial => {}
+                    Parsed::HandOff => return Served::HandOff(client, buf),
+                    Parsed::Bad(why) => {
+                        tracing::debug!(client = %peer.client, reason = why, "refusing a malformed request");
+                        http.stats.responses.count(400);
+                        http.stats.latency.observe(started.elapsed());
+                        let _ = exchange::write_error(&mut client, 400, why, true).await;
+                        return Served::Done;
+                    }
+                    Parsed::Ready(r) => break r,
+                }
+            }
+            buf.reserve(4096);
+            let read = if buf.is_empty() {
+                if *shutdown.borrow() {
+                    return Served::Done;
+                }
+                tokio::select! {
+                    r = tokio::time::timeout(IDLE_TIMEOUT, client.read_buf(&mut buf)) => r,
+                    _ = shutdown.changed() => return Served::Done,
+                }
+            } else {
+                tokio::time::timeout(REQUEST_TIMEOUT, client.read_buf(&mut buf)).await
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Served::Done,
+                Ok(Ok(n)) if n == buf.len() => started = Instant::now(),
+                Ok(Ok(_)) => {}
+            }
+        };
+        let end = req.head_len + req.body_len;
+        while buf.len() < end {
+            buf.reserve(end - buf.len());
+            match tokio::time::timeout(REQUEST_TIMEOUT, client.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Served::Done,
+            }
+        }
+        out.extend_from_slice(&buf[req.head_len..end]);
+        buf.drain(..end);
+        let trip = Trip {
+            http,
+            listener,
+            settings: &settings,
+            proxy: &proxy,
+            peer,
+        };
+        let after = trip
+            .forward(&mut client, &req, &out, &mut bufs, started)
+            .await;
+        if after == After::Close || *shutdown.borrow() {
+            return Served::Done;
+        }
+    }
+}
