@@ -303,3 +303,36 @@ async fn a_connection_moves_to_pingora_for_what_the_fast_path_does_not_carry() {
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
     assert_eq!(b0.requests(), 2);
 }
+
+#[tokio::test]
+async fn on_shutdown_the_next_request_is_answered_with_connection_close() {
+    let b = RawBackend::start(Duration::from_secs(30)).await;
+    let lb = lb_to(b.addr).await;
+    let mut c = TcpStream::connect(lb.listen).await.unwrap();
+    let mut rest = Vec::new();
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut c, &mut rest).await;
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    // The listener shuts down while the connection is idle; a request the
+    // client sends just then is still answered, and is the last.
+    lb.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut c, &mut rest).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"ok\n");
+    let mut more = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut more))
+        .await
+        .expect("the connection stays open")
+        .unwrap();
+    assert_eq!(n, 0, "closed after the last response");
+}

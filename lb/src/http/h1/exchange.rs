@@ -385,7 +385,7 @@ impl Trip<'_> {
             })
         };
         let (n, mut done, mut extra) = take(&bufs.up[head_len..])?;
-        if resp.verbatim {
+        if resp.verbatim && !close {
             client.write_all(&bufs.up[..head_len + n]).await?;
         } else {
             response::rewrite(&bufs.up[..head_len], close, &mut bufs.head);

@@ -51,6 +51,9 @@ mod fuzz_tests;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client may take to send a whole request once it started.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection is kept once the listener shuts
+/// down, for a request the client may already be sending.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How a connection left the fast path.
 #[derive(Debug)]
@@ -63,7 +66,9 @@ pub enum Served {
 }
 
 /// Serves `client`'s requests until it closes, a request is for pingora,
-/// or the listener shuts down (checked between requests).
+/// or the listener shuts down: then the request in progress, or one that
+/// arrives within [`SHUTDOWN_GRACE`], is the last, answered with
+/// `Connection: close`.
 pub async fn serve(
     http: &HttpListener,
     listener: &Listener,
@@ -78,7 +83,7 @@ pub async fn serve(
         let settings = http.settings();
         let proxy = listener.settings();
         let mut started = Instant::now();
-        let req = loop {
+        let mut req = loop {
             if !buf.is_empty() {
                 match request::parse(&buf, &settings, peer, &mut out) {
                     Parsed::Partial => {}
@@ -94,13 +99,15 @@ pub async fn serve(
                 }
             }
             buf.reserve(4096);
-            let read = if buf.is_empty() {
-                if *shutdown.borrow() {
-                    return Served::Done;
-                }
+            let read = if buf.is_empty() && *shutdown.borrow() {
+                // Shutting down: a client may be sending its next request
+                // right now, so closing at once could cut it. Wait a short
+                // while for it (it is answered with `Connection: close`).
+                tokio::time::timeout(SHUTDOWN_GRACE, client.read_buf(&mut buf)).await
+            } else if buf.is_empty() {
                 tokio::select! {
                     r = tokio::time::timeout(IDLE_TIMEOUT, client.read_buf(&mut buf)) => r,
-                    _ = shutdown.changed() => return Served::Done,
+                    _ = shutdown.changed() => continue,
                 }
             } else {
                 tokio::time::timeout(REQUEST_TIMEOUT, client.read_buf(&mut buf)).await
@@ -111,6 +118,8 @@ pub async fn serve(
                 Ok(Ok(_)) => {}
             }
         };
+        // The last request of a connection on a listener shutting down.
+        req.close |= *shutdown.borrow();
         let end = req.head_len + req.body_len;
         while buf.len() < end {
             buf.reserve(end - buf.len());
@@ -131,7 +140,7 @@ pub async fn serve(
         let after = trip
             .forward(&mut client, &req, &out, &mut bufs, started)
             .await;
-        if after == After::Close || *shutdown.borrow() {
+        if after == After::Close {
             return Served::Done;
         }
     }
