@@ -93,7 +93,10 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
             let last = f.value.split(|b| *b == b',').next_back().unwrap_or(b"");
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if is(f.name, "connection") {
-            verbatim = false;
+            // `Connection: keep-alive` says what is true of the client's
+            // hop too (it stays open), so it may pass; anything else is
+            // about the backend's hop only.
+            verbatim &= f.value.trim_ascii().eq_ignore_ascii_case(b"keep-alive");
             for option in f.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if option.eq_ignore_ascii_case(b"close") {
                     close = true;
@@ -144,9 +147,13 @@ pub fn rewrite(head: &[u8], close: bool, out: &mut Vec<u8>) {
     if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
         return;
     }
-    let status = resp.code.unwrap_or(502);
-    let reason = resp.reason.unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    // The status line as it came, but as HTTP/1.1 (only the version's
+    // last digit can differ: httparse reads HTTP/1.0 and HTTP/1.1 only).
+    let line_end = head.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let line = head[..line_end].trim_ascii_end();
+    out.extend_from_slice(b"HTTP/1.1");
+    out.extend_from_slice(line.get(8..).unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
     let has_te = resp.headers.iter().any(|f| is(f.name, "transfer-encoding"));
     for f in &*resp.headers {
         let hop = ["connection", "keep-alive", "proxy-connection"]
@@ -220,6 +227,16 @@ mod tests {
         assert_eq!((r.reusable, r.verbatim), (false, false));
         let r = ready(
             b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.reusable, r.verbatim), (true, false));
+        let r = ready(
+            b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert_eq!((r.reusable, r.verbatim), (true, true), "nginx's usual head");
+        let r = ready(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x\r\nContent-Length: 0\r\n\r\n",
             false,
         );
         assert_eq!((r.reusable, r.verbatim), (true, false));
