@@ -390,3 +390,31 @@ fn a_successor_that_leaves_early_changes_nothing() {
         || through(&t.node).is_ok(),
     );
 }
+
+/// An agent started on a state directory whose agent offers no handover
+/// (its handover socket is gone, as when two agents start at once and
+/// neither has bound one yet) finds the state lock held and exits 1 naming
+/// it; the running agent is untouched.
+#[test]
+fn a_second_agent_without_a_handover_stops_at_the_state_lock() {
+    let t = AgentNode::start();
+    std::fs::remove_file(t.agent.state.join("handover.sock")).unwrap();
+    let mut second = support::Agent {
+        proc: Proc::spawn(
+            support::NETD,
+            &t.agent.args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
+        args: t.agent.args.clone(),
+        api: t.agent.api.clone(),
+        state: t.agent.state.clone(),
+    };
+    let (code, err) = second.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("agent.lock") && err.contains("held by another netd agent"),
+        "{err}"
+    );
+    // The first agent still runs and answers.
+    assert!(!t.agent.exited());
+    t.agent.ok(&["node", "ls"]);
+}

@@ -39,9 +39,11 @@
 //!   bound anew, and served.
 //! - `hand_over`: the old agent's end once its control plane has stopped:
 //!   sockets sent, the successor awaited, connections drained.
+//! - `lock`: the state directory's lock, held while the control plane runs.
 
 mod api;
 mod hand_over;
+mod lock;
 mod run;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -191,6 +193,20 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
             return 1;
         }
     };
+    // The old agent lets go of the lock before it sends its sockets, so a
+    // successor gets it at once; the wait only covers a slow file system.
+    let wait = if predecessor.is_some() {
+        Duration::from_secs(5)
+    } else {
+        Duration::ZERO
+    };
+    let state_lock = match lock::acquire(&a.state_dir, wait) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
     let ended = control.block_on(run(
         a,
         socket,
@@ -206,6 +222,7 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
             // health checks, blocking work) ends here, before the successor
             // opens the store.
             control.shutdown_timeout(CONTROL_PLANE_GRACE);
+            drop(state_lock);
             tracing::info!("control plane stopped; the data plane serves on");
             data.block_on(h.finish(stop, a.drain_timeout))
         }
