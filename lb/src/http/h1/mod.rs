@@ -46,10 +46,13 @@ pub mod response;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod timeout_tests;
 
 /// How long a keep-alive connection may sit between requests.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a client may take to send a whole request once it started.
+/// How long a client may take to send a whole request (head and body) from
+/// its first byte: a client trickling bytes cannot hold a connection longer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle keep-alive connection is kept once the listener shuts
 /// down, for a request the client may already be sending.
@@ -110,7 +113,7 @@ pub async fn serve(
                     _ = shutdown.changed() => continue,
                 }
             } else {
-                tokio::time::timeout(REQUEST_TIMEOUT, client.read_buf(&mut buf)).await
+                tokio::time::timeout_at(started + REQUEST_TIMEOUT, client.read_buf(&mut buf)).await
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Served::Done,
@@ -123,7 +126,8 @@ pub async fn serve(
         let end = req.head_len + req.body_len;
         while buf.len() < end {
             buf.reserve(end - buf.len());
-            match tokio::time::timeout(REQUEST_TIMEOUT, client.read_buf(&mut buf)).await {
+            let by = started + REQUEST_TIMEOUT;
+            match tokio::time::timeout_at(by, client.read_buf(&mut buf)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Served::Done,
             }
