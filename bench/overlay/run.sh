@@ -5,8 +5,10 @@
 #   - a hand-built kernel VXLAN with Docker's fixed MTU 1450,
 #   - shoal's VXLAN (MTU derived from the underlay),
 # on a 1500-byte and a 9000-byte underlay; and encrypted networks: shoal's
-# userspace WireGuard device (boringtun, hosted by `shoal-overlay run`)
-# against the same VXLAN-over-WireGuard path through wireguard-go.
+# userspace WireGuard device (hosted by `shoal-overlay run`) against the
+# same VXLAN-over-WireGuard path through wireguard-go, both built side by
+# side and measured in ROUNDS (default 3) interleaved rounds, the first of
+# the pair alternating; the table gives the medians, every sample follows.
 #
 # Everything lives in namespaces named with a per-run prefix; nothing touches
 # the root namespace. A trap removes every namespace, process and UAPI socket
@@ -15,6 +17,7 @@
 set -euo pipefail
 
 DUR=${DUR:-5}
+ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=$ROOT/target/release/shoal-overlay
 P=bo$$
@@ -182,7 +185,10 @@ start_wggo() { # I PEER_I KEY PEER_PUB
     x ip -n "$n" link set "$dev" mtu 1420 up
 }
 
+median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics; print("%.2f" % statistics.median(float(l) for l in sys.stdin))'; }
+
 declare -A R M
+SE=() SG=()
 key() { wg genkey; }
 pub() { wg pubkey <<<"$1"; }
 
@@ -202,13 +208,23 @@ for MTU in 1500 9000; do
     if [ "$ENC" = yes ]; then
         M[enc]=$(mtu_of $P"e1" eth0)
         M[wg]=$(mtu_of $P"n1" "$(sed -n 's/^wireguard: \([^ ]*\) .*/\1/p' "$WORK/run1.out")")
-        R[enc]=$(iperf $P"e2" 10.78.0.12 $P"e1")
         G3=$(key); G4=$(key)
         start_wggo 3 4 "$G3" "$(pub "$G4")"
         start_wggo 4 3 "$G4" "$(pub "$G3")"
         hand_vxlan n3 100.97.0.3 100.97.0.4 g3 10.80.0.13 10.80.0.14 02:42:0a:50:00:0d 02:42:0a:50:00:0e 43 1370
         hand_vxlan n4 100.97.0.4 100.97.0.3 g4 10.80.0.14 10.80.0.13 02:42:0a:50:00:0e 02:42:0a:50:00:0d 43 1370
-        R[wggo]=$(iperf $P"g4" 10.80.0.14 $P"g3")
+        for r in $(seq "$ROUNDS"); do
+            say "# encrypted round $r of $ROUNDS, $( ((r % 2)) && echo wireguard-go || echo shoal) first"
+            if ((r % 2)); then
+                SG+=("$(iperf $P"g4" 10.80.0.14 $P"g3")")
+                SE+=("$(iperf $P"e2" 10.78.0.12 $P"e1")")
+            else
+                SE+=("$(iperf $P"e2" 10.78.0.12 $P"e1")")
+                SG+=("$(iperf $P"g4" 10.80.0.14 $P"g3")")
+            fi
+        done
+        R[enc]=$(median "${SE[@]}")
+        R[wggo]=$(median "${SG[@]}")
     fi
     teardown
 done
@@ -223,9 +239,14 @@ cat <<OUT
 | underlay, node to node | 9000 | - | ${R[under9000]} | |
 | hand-built kernel VXLAN (Docker's fixed MTU) | 9000 | 1450 | ${R[hand9000]} | 1.00 |
 | shoal VXLAN | 9000 | ${M[shoal9000]} | ${R[shoal9000]} | $(ratio "${R[shoal9000]}" "${R[hand9000]}") x hand-built |
-| VXLAN over wireguard-go (by hand) | 1500 | 1370 | ${R[wggo]} | 1.00 |
-| shoal encrypted, userspace device (boringtun), WireGuard MTU ${M[wg]} | 1500 | ${M[enc]} | ${R[enc]} | $(ratio "${R[enc]}" "${R[wggo]}") x wireguard-go |
+| VXLAN over wireguard-go (by hand), median of $ROUNDS | 1500 | 1370 | ${R[wggo]} | 1.00 |
+| shoal encrypted, userspace device, WireGuard MTU ${M[wg]}, median of $ROUNDS | 1500 | ${M[enc]} | ${R[enc]} | $(ratio "${R[enc]}" "${R[wggo]}") x wireguard-go |
 OUT
+echo
+echo "encrypted rounds (Gbit/s; odd rounds ran wireguard-go first):"
+for i in "${!SE[@]}"; do
+    echo "  round $((i + 1)): wireguard-go ${SG[$i]}, shoal ${SE[$i]}, $(ratio "${SE[$i]}" "${SG[$i]}")x"
+done
 echo
 echo "exact commands:"
 cat "$LOG"

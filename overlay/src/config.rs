@@ -21,7 +21,7 @@
 //!                              # (at most /30) must hold every peer's tunnel_ip
 //! backend = "auto"             # default "auto": kernel WireGuard when the module
 //!                              # exists, else the in-process userspace device
-//!                              # (boringtun, hosted by `shoal-overlay run`);
+//!                              # (hosted by `shoal-overlay run`);
 //!                              # "kernel" or "userspace" force one
 //! [[wireguard.peer]]           # one per other node
 //! public_key = "<base64>"
@@ -124,7 +124,7 @@ pub enum WireGuardBackend {
     Auto,
     /// The kernel module; an error when it is missing.
     Kernel,
-    /// boringtun inside the `shoal-overlay run` process, even when the
+    /// The userspace device inside the `shoal-overlay run` process, even when the
     /// module exists.
     Userspace,
 }

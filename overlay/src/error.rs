@@ -166,7 +166,7 @@ pub enum Error {
     Conflict(String),
     /// The plan must create a userspace WireGuard device, which lives only
     /// inside a process that hosts it, and the caller hosts none.
-    #[error("the node's WireGuard device {0} must be a userspace one (boringtun; this kernel has no WireGuard module or the file asks for it), and it lives only as long as the process hosting it: `apply` would leave nothing behind. Use `shoal-overlay run FILE`, which hosts it (nothing was changed)")]
+    #[error("the node's WireGuard device {0} must be a userspace one (this kernel has no WireGuard module or the file asks for it), and it lives only as long as the process hosting it: `apply` would leave nothing behind. Use `shoal-overlay run FILE`, which hosts it (nothing was changed)")]
     NeedsHost(String),
     /// A namespace worker thread died.
     #[error("namespace worker for {0} stopped unexpectedly")]

@@ -16,7 +16,8 @@
 //!
 //! Encrypted networks run their VXLAN over the node's WireGuard device
 //! ([`mesh`]): kernel WireGuard where the module exists, else a userspace
-//! device (boringtun) that lives inside the process hosting it, a
+//! device of shoal's own (boringtun's protocol state machine, batched I/O)
+//! that lives inside the process hosting it, a
 //! [`DeviceHost`]. So `apply` alone refuses to create a userspace device
 //! (it would die with the command); `shoal-overlay run` hosts it, and any
 //! process can reconfigure a live one through its UAPI socket.
@@ -37,7 +38,8 @@
 //! - [`validate_mesh`]: the rules of the `[wireguard]` section.
 //! - [`error`]: errors naming what failed on what input.
 
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate: the TUN ioctl in `mesh::device::sys`.
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod desired;

@@ -197,7 +197,7 @@ async fn serve(file: PathBuf, host: DeviceHost) -> anyhow::Result<()> {
                 host = Some(h);
                 if !stopped.is_empty() {
                     println!(
-                        "wireguard: userspace device {} stopped on its own (a SIGTERM/SIGINT reached it, or `down` removed its socket); exiting",
+                        "wireguard: userspace device {} stopped on its own (`down` removed its socket, or its link was deleted); exiting",
                         stopped.join(", ")
                     );
                     return Ok(());

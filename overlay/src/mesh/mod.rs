@@ -6,9 +6,10 @@
 //! [`Names::wireguard`](crate::names::Names::wireguard) (node-unique, since
 //! a userspace device's UAPI socket `/var/run/wireguard/<dev>.sock` is
 //! machine-wide). Kernel WireGuard where the module exists; otherwise
-//! boringtun in this process ([`DeviceHost`]), configured like any
-//! userspace WireGuard through its UAPI socket ([`uapi`]; the kernel device
-//! through wireguard-control; [`uapi`] says why not both).
+//! shoal's own userspace device ([`device`]: boringtun's protocol state
+//! machine, batched UDP I/O) in this process ([`DeviceHost`]), configured
+//! like any userspace WireGuard through its UAPI socket ([`uapi`]; the
+//! kernel device through wireguard-control; [`uapi`] says why not both).
 //!
 //! A guard route (`blackhole <tunnel prefix>` at a marking metric, see
 //! [`crate::kernel::guard`]) stays in the node namespace while the node needs
@@ -22,11 +23,13 @@
 //! - [`observe`]: reads the device and its configuration.
 //! - [`step`]: the mesh's plan steps (device, peers, guard route) and their diff.
 //! - [`control`]: reads and updates for either backend.
-//! - [`uapi`]: the userspace API over a device's Unix socket.
+//! - [`uapi`]: the userspace API over a device's Unix socket (client).
+//! - [`device`]: the userspace device: TUN, UDP GSO/GRO, UAPI server.
 //! - [`host`]: [`DeviceHost`], userspace devices living in this process.
 //! - [`exec`]: runs one step.
 
 pub mod control;
+pub mod device;
 pub mod exec;
 pub mod host;
 pub mod observe;
@@ -59,7 +62,8 @@ pub fn uapi_socket(dev: &str) -> std::path::PathBuf {
 pub enum Backend {
     /// The kernel module (`ip link add ... type wireguard`).
     Kernel,
-    /// boringtun inside a `shoal-overlay run` process, on a TUN device.
+    /// shoal's userspace device inside a `shoal-overlay run` process, on a
+    /// TUN device.
     Userspace,
 }
 
@@ -92,8 +96,7 @@ pub struct Peer {
 }
 
 /// The device's WireGuard configuration. The identity is compared by
-/// public key, so no secret is held in state (boringtun reports only its
-/// public key).
+/// public key, so no secret is held in state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshConfig {
     /// The public key of the node's private key, if one is set.

@@ -45,7 +45,9 @@ pub fn choose(
     let userspace = |why: &str| {
         (
             Backend::Userspace,
-            format!("wireguard: {dev} is a userspace device (boringtun, hosted by `shoal-overlay run`): {why}"),
+            format!(
+                "wireguard: {dev} is a userspace device (hosted by `shoal-overlay run`): {why}"
+            ),
         )
     };
     Ok(match wanted {

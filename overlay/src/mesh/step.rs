@@ -229,7 +229,7 @@ impl fmt::Display for MeshStep {
             ),
             MeshStep::Create { dev, backend: Backend::Userspace, mtu } => write!(
                 f,
-                "start userspace WireGuard {dev} (boringtun in this process, UAPI {}); ip link set {dev} mtu {mtu} up",
+                "start userspace WireGuard {dev} (in this process, UAPI {}); ip link set {dev} mtu {mtu} up",
                 uapi_socket(dev).display()
             ),
             MeshStep::Delete { dev, backend: Backend::Kernel } => write!(f, "ip link del {dev}"),

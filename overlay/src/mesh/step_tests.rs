@@ -49,7 +49,7 @@ fn from_nothing_creates_then_configures_and_never_prints_the_key() {
     assert_eq!(
         lines(&steps),
         vec![
-            "start userspace WireGuard s1234wg (boringtun in this process, UAPI /var/run/wireguard/s1234wg.sock); ip link set s1234wg mtu 1420 up",
+            "start userspace WireGuard s1234wg (in this process, UAPI /var/run/wireguard/s1234wg.sock); ip link set s1234wg mtu 1420 up",
             "ip addr add 100.96.0.1/24 dev s1234wg",
             "wg set s1234wg private-key <from the file> listen-port 51820",
             &format!("wg set s1234wg peer {A} endpoint 198.18.0.2:51820 allowed-ips 100.96.0.2/32"),

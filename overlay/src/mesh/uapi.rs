@@ -1,11 +1,10 @@
 //! The WireGuard cross-platform userspace API (UAPI): `get=1` and `set=1`
-//! over a device's Unix socket, as `wg` speaks it to wireguard-go.
+//! over a device's Unix socket, as `wg` speaks it to wireguard-go and to
+//! shoal's own device ([`super::device`]).
 //!
 //! Spoken here rather than through wireguard-control's userspace backend
 //! because that one starts a `wireguard-go` of its own when a socket is
-//! missing (a device shoal did not make) and prints to stdout on keys it
-//! does not know, such as boringtun's `own_public_key` (boringtun reports
-//! the public key where wireguard-go reports `private_key`; both are read).
+//! missing (a device shoal did not make).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,7 +88,6 @@ pub fn get(dev: &str) -> Result<MeshConfig, Error> {
     for (k, v) in exchange(dev, "get=1\n\n", &what)? {
         match k.as_str() {
             "private_key" => config.public_key = Some(hex_key(&what, &v)?.get_public().0),
-            "own_public_key" => config.public_key = Some(hex_key(&what, &v)?.0),
             "listen_port" => {
                 config.listen_port = v.parse().map_err(|_| {
                     Error::Conflict(format!("{what}: listen_port {v:?} is not a port"))
@@ -141,7 +139,8 @@ fn hex(key: &Key) -> String {
 }
 
 /// Applies a configuration step (`SetInterface`, `SetPeer`, `RemovePeer`)
-/// with one `set=1` exchange. Peers are changed in place, never replaced.
+/// with one `set=1` exchange. Peers are changed in place, never replaced,
+/// so a changed endpoint or allowed IP keeps the peer's session.
 pub fn set(step: &MeshStep) -> Result<(), Error> {
     let what = step.to_string();
     let mut req = String::from("set=1\n");
@@ -163,17 +162,8 @@ pub fn set(step: &MeshStep) -> Result<(), Error> {
             allowed_ips,
             ..
         } => {
-            // boringtun cannot change a known peer in place (it panics), and
-            // keeps `remove=true` across sections of one request: so the
-            // peer is removed in a request of its own first. A changed peer
-            // thus restarts its session with a new handshake (one round
-            // trip; flows through it survive); no other peer is touched.
+            // changed in place: the peer keeps its session
             let key = super::control::public_key(dev, public_key)?;
-            exchange(
-                dev,
-                &format!("set=1\npublic_key={}\nremove=true\n\n", hex(&key)),
-                &what,
-            )?;
             set_peer(&mut req, &key, *endpoint, allowed_ips);
             dev
         }
