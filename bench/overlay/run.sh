@@ -187,7 +187,7 @@ start_wggo() { # I PEER_I KEY PEER_PUB
 
 median() { printf '%s\n' "$@" | python3 -c 'import sys,statistics; print("%.2f" % statistics.median(float(l) for l in sys.stdin))'; }
 
-declare -A R M
+declare -A R M CU CH CS
 SE=() SG=()
 key() { wg genkey; }
 pub() { wg pubkey <<<"$1"; }
@@ -195,16 +195,32 @@ pub() { wg pubkey <<<"$1"; }
 # ---- 1500 and 9000 underlays --------------------------------------------------
 for MTU in 1500 9000; do
     lab "$MTU"
-    R[under$MTU]=$(iperf $P"n2" 198.18.0.2 $P"n1")
     hand_vxlan n1 198.18.0.1 198.18.0.2 h1 10.79.0.11 10.79.0.12 02:42:0a:4f:00:0b 02:42:0a:4f:00:0c 42 1450
     hand_vxlan n2 198.18.0.2 198.18.0.1 h2 10.79.0.12 10.79.0.11 02:42:0a:4f:00:0c 02:42:0a:4f:00:0b 42 1450
-    R[hand$MTU]=$(iperf $P"h2" 10.79.0.12 $P"h1")
     K1=$(key); K2=$(key)
     ENC=no; [ "$MTU" = 1500 ] && ENC=yes
     start_shoal 1 2 "$K1" "$(pub "$K2")" $ENC
     start_shoal 2 1 "$K2" "$(pub "$K1")" $ENC
     M[shoal$MTU]=$(mtu_of $P"s1" eth0)
-    R[shoal$MTU]=$(iperf $P"s2" 10.77.0.12 $P"s1")
+    # Clear paths: underlay, hand-built and shoal side by side, in
+    # interleaved rounds (hand-built first in odd rounds, shoal in even).
+    for r in $(seq "$ROUNDS"); do
+        say "# clear round $r of $ROUNDS on MTU $MTU, $( ((r % 2)) && echo hand-built || echo shoal) first"
+        CU[$MTU]+=" $(iperf $P"n2" 198.18.0.2 $P"n1")"
+        if ((r % 2)); then
+            CH[$MTU]+=" $(iperf $P"h2" 10.79.0.12 $P"h1")"
+            CS[$MTU]+=" $(iperf $P"s2" 10.77.0.12 $P"s1")"
+        else
+            CS[$MTU]+=" $(iperf $P"s2" 10.77.0.12 $P"s1")"
+            CH[$MTU]+=" $(iperf $P"h2" 10.79.0.12 $P"h1")"
+        fi
+    done
+    # shellcheck disable=SC2086 # word splitting of the samples is meant
+    R[under$MTU]=$(median ${CU[$MTU]})
+    # shellcheck disable=SC2086
+    R[hand$MTU]=$(median ${CH[$MTU]})
+    # shellcheck disable=SC2086
+    R[shoal$MTU]=$(median ${CS[$MTU]})
     if [ "$ENC" = yes ]; then
         M[enc]=$(mtu_of $P"e1" eth0)
         M[wg]=$(mtu_of $P"n1" "$(sed -n 's/^wireguard: \([^ ]*\) .*/\1/p' "$WORK/run1.out")")
@@ -233,15 +249,23 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 cat <<OUT
 | path | underlay MTU | overlay MTU | Gbit/s | ratio |
 |---|---|---|---|---|
-| underlay, node to node | 1500 | - | ${R[under1500]} | |
-| hand-built kernel VXLAN (Docker's fixed MTU) | 1500 | 1450 | ${R[hand1500]} | 1.00 |
-| shoal VXLAN | 1500 | ${M[shoal1500]} | ${R[shoal1500]} | $(ratio "${R[shoal1500]}" "${R[hand1500]}") x hand-built |
-| underlay, node to node | 9000 | - | ${R[under9000]} | |
-| hand-built kernel VXLAN (Docker's fixed MTU) | 9000 | 1450 | ${R[hand9000]} | 1.00 |
-| shoal VXLAN | 9000 | ${M[shoal9000]} | ${R[shoal9000]} | $(ratio "${R[shoal9000]}" "${R[hand9000]}") x hand-built |
+| underlay, node to node, median of $ROUNDS | 1500 | - | ${R[under1500]} | |
+| hand-built kernel VXLAN (Docker's fixed MTU), median of $ROUNDS | 1500 | 1450 | ${R[hand1500]} | 1.00 |
+| shoal VXLAN, median of $ROUNDS | 1500 | ${M[shoal1500]} | ${R[shoal1500]} | $(ratio "${R[shoal1500]}" "${R[hand1500]}") x hand-built |
+| underlay, node to node, median of $ROUNDS | 9000 | - | ${R[under9000]} | |
+| hand-built kernel VXLAN (Docker's fixed MTU), median of $ROUNDS | 9000 | 1450 | ${R[hand9000]} | 1.00 |
+| shoal VXLAN, median of $ROUNDS | 9000 | ${M[shoal9000]} | ${R[shoal9000]} | $(ratio "${R[shoal9000]}" "${R[hand9000]}") x hand-built |
 | VXLAN over wireguard-go (by hand), median of $ROUNDS | 1500 | 1370 | ${R[wggo]} | 1.00 |
 | shoal encrypted, userspace device, WireGuard MTU ${M[wg]}, median of $ROUNDS | 1500 | ${M[enc]} | ${R[enc]} | $(ratio "${R[enc]}" "${R[wggo]}") x wireguard-go |
 OUT
+echo
+for MTU in 1500 9000; do
+    echo "clear rounds on MTU $MTU (Gbit/s; underlay / hand-built / shoal, odd rounds ran hand-built first):"
+    read -ra u <<<"${CU[$MTU]}"; read -ra h <<<"${CH[$MTU]}"; read -ra c <<<"${CS[$MTU]}"
+    for i in "${!h[@]}"; do
+        echo "  round $((i + 1)): ${u[$i]} / ${h[$i]} / ${c[$i]}, $(ratio "${c[$i]}" "${h[$i]}")x"
+    done
+done
 echo
 echo "encrypted rounds (Gbit/s; odd rounds ran wireguard-go first):"
 for i in "${!SE[@]}"; do
