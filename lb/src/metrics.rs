@@ -78,13 +78,15 @@ enum M {
     HttpRetries,
     HttpRetriesDenied,
     HttpUpstream,
+    HttpHandOffs,
+    HttpIdleUpstream,
     BackendHttpResponses,
     HttpDuration,
     BackendHttpDuration,
 }
 
 impl M {
-    const ALL: [M; 19] = [
+    const ALL: [M; 21] = [
         M::Accepted,
         M::Active,
         M::NoBackend,
@@ -101,6 +103,8 @@ impl M {
         M::HttpRetries,
         M::HttpRetriesDenied,
         M::HttpUpstream,
+        M::HttpHandOffs,
+        M::HttpIdleUpstream,
         M::BackendHttpResponses,
         M::HttpDuration,
         M::BackendHttpDuration,
@@ -189,6 +193,16 @@ impl M {
                 "counter",
                 "Upstream requests by whether the connection was reused from the pool.",
             ),
+            M::HttpHandOffs => (
+                "shoal_lb_http_handoffs_total",
+                "counter",
+                "Client connections the HTTP/1.1 fast path handed to pingora (h2c, upgrades, Expect, chunked or large request bodies, HTTP/1.0).",
+            ),
+            M::HttpIdleUpstream => (
+                "shoal_lb_http_idle_upstream_connections",
+                "gauge",
+                "Idle upstream connections the HTTP/1.1 fast path keeps for reuse.",
+            ),
             M::BackendHttpResponses => (
                 "shoal_lb_backend_http_responses_total",
                 "counter",
@@ -238,6 +252,8 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
                 &format!("{ll},reused=\"false\""),
                 h.stats.upstream_new.load(Relaxed),
             );
+            fams[M::HttpHandOffs as usize].add(&ll, h.stats.handoffs.load(Relaxed));
+            fams[M::HttpIdleUpstream as usize].add(&ll, h.idle.len());
             histogram(&mut fams[M::HttpDuration as usize], &ll, &h.stats.latency);
         }
         for ep in pool.endpoints().iter() {

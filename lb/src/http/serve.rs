@@ -143,7 +143,10 @@ impl HttpListener {
             let peer = Peer { client, local };
             match super::h1::serve(self, listener, tcp, peer, &mut shutdown).await {
                 Served::Done => return,
-                Served::HandOff(tcp, prefix) => (tcp, prefix),
+                Served::HandOff(tcp, prefix) => {
+                    self.stats.handoffs.fetch_add(1, Relaxed);
+                    (tcp, prefix)
+                }
             }
         } else {
             (tcp, Vec::new())

@@ -100,6 +100,8 @@ pub struct ListenerHttpStats {
     pub upstream_reused: AtomicU64,
     /// Upstream requests that needed a new connection.
     pub upstream_new: AtomicU64,
+    /// Client connections the fast path handed to pingora.
+    pub handoffs: AtomicU64,
 }
 
 #[cfg(test)]

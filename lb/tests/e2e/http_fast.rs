@@ -302,6 +302,19 @@ async fn a_connection_moves_to_pingora_for_what_the_fast_path_does_not_carry() {
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("transfer-encoding: chunked"), "{text}");
     assert_eq!(b0.requests(), 2);
+    // Counted: one connection handed over; the fast path's upstream
+    // connection sits idle in its pool.
+    let metrics = http_get(lb.admin, "/metrics").await.1;
+    let value = |family: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(family))
+            .and_then(|l| l.rsplit(' ').next())
+            .unwrap_or_else(|| panic!("no {family} in {metrics}"))
+            .to_string()
+    };
+    assert_eq!(value("shoal_lb_http_handoffs_total"), "1");
+    assert_eq!(value("shoal_lb_http_idle_upstream_connections"), "1");
 }
 
 #[tokio::test]
