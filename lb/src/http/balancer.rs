@@ -15,7 +15,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
 use tokio::time::Instant;
 
-use super::forwarded::{forwarded_for, x_forwarded_for};
+use super::forwarded::{forwarded_for, joined, x_forwarded_for};
 use super::serve::HttpListener;
 use super::upstream::UpstreamConnect;
 use crate::endpoint::{ConnGuard, Endpoint};
@@ -194,9 +194,10 @@ impl ProxyHttp for Balancer {
             "http"
         };
         let h = &req.headers;
-        let xff = x_forwarded_for(h.get("x-forwarded-for").map(|v| v.as_bytes()), client.ip());
+        let all = |name: &str| joined(h.get_all(name).iter().map(|v| v.as_bytes()));
+        let xff = x_forwarded_for(all("x-forwarded-for").as_deref(), client.ip());
         let fwd = forwarded_for(
-            h.get("forwarded").map(|v| v.as_bytes()),
+            all("forwarded").as_deref(),
             client.ip(),
             server_of(session),
             proto,

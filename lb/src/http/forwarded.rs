@@ -2,8 +2,24 @@
 //! a trusted front already set), RFC 7239 `Forwarded`, and
 //! `X-Forwarded-Proto`.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::net::{IpAddr, SocketAddr};
+
+/// Every value of one field name, in order, joined with `, ` (RFC 9110
+/// §5.3: repeated fields are one list); borrowed when there is only one.
+pub fn joined<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<Cow<'a, [u8]>> {
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut all = first.to_vec();
+    for v in std::iter::once(second).chain(values) {
+        all.extend_from_slice(b", ");
+        all.extend_from_slice(v);
+    }
+    Some(Cow::Owned(all))
+}
 
 /// The `X-Forwarded-For` value: `existing, client`.
 pub fn x_forwarded_for(existing: Option<&[u8]>, client: IpAddr) -> String {
@@ -100,6 +116,17 @@ fn push_element(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_fields_are_one_list() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(joined(none.into_iter()), None);
+        assert_eq!(joined([&b"a"[..]].into_iter()).as_deref(), Some(&b"a"[..]));
+        assert_eq!(
+            joined([&b"a"[..], b"b, c", b"d"].into_iter()).as_deref(),
+            Some(&b"a, b, c, d"[..])
+        );
+    }
 
     #[test]
     fn xff_appends() {

@@ -5,11 +5,17 @@
 //! reached a backend), then relay the body to the client and give the
 //! connection back to the pool.
 //!
-//! A pooled connection the backend closed while it sat idle fails the
-//! first write or read with nothing received. An idempotent request is then
-//! sent once more on a new connection, not counted as a retry nor against
-//! the backend; other requests only reuse connections that still look
-//! open (a non-blocking read finds nothing waiting and no end of stream).
+//! A pooled connection is reused only while it looks open: nothing arrived
+//! on it since its last response (no stray bytes, which the next client
+//! would take for its answer, and no end of stream). tokio knows this from
+//! the socket's readiness without a system call. A backend may still close
+//! it at the moment it is reused: the first write or read then fails with
+//! nothing received, and an idempotent request is sent once more on a new
+//! connection, not counted as a retry nor against the backend.
+//!
+//! With `send_proxy_v2` an upstream connection speaks for one client
+//! connection (its PROXY header names that client), so it is kept with the
+//! client connection ([`Buffers`]), one per backend, and closed with it.
 
 use std::future::Future;
 use std::io;
@@ -44,13 +50,19 @@ pub enum After {
     Close,
 }
 
-/// Buffers a client connection reuses from request to request.
+/// Upstream connections one client connection keeps for itself, at most.
+const MAX_PRIVATE: usize = 8;
+
+/// What a client connection keeps from request to request.
 #[derive(Debug, Default)]
 pub struct Buffers {
     /// Bytes from the backend.
     pub up: Vec<u8>,
     /// A response head written again, or an error response.
     pub head: Vec<u8>,
+    /// Idle upstream connections that carry this client's PROXY v2 header,
+    /// by backend (closed with the client connection).
+    private: Vec<(Key, TcpStream)>,
 }
 
 /// Why an attempt failed before a response head arrived.
@@ -64,6 +76,20 @@ enum Failure {
     Timeout,
     /// It failed otherwise (reset, early close, a malformed response).
     Broken,
+    /// It failed after an interim (1xx) response went to the client: the
+    /// response has started, so it is not sent again.
+    AfterInterim,
+}
+
+impl Failure {
+    /// The same failure once bytes of a response were received: a stale
+    /// connection is then simply broken.
+    fn after_bytes(self) -> Failure {
+        match self {
+            Failure::Stale => Failure::Broken,
+            f => f,
+        }
+    }
 }
 
 /// What one request needs to know about where it is.
@@ -138,10 +164,7 @@ impl Trip<'_> {
             };
             let _active = ep.open();
             let picked = Instant::now();
-            let key: Key = (
-                ep.addr(),
-                self.proxy.send_proxy_v2.then_some(self.peer.client),
-            );
+            let key: Key = ep.addr();
             let failure = match self
                 .attempt(&ep, &key, fresh, client, out, bufs, req, deadline)
                 .await
@@ -161,7 +184,7 @@ impl Trip<'_> {
                 Failure::Connect => pool.report_failure(&ep),
                 _ => {
                     pool.report_error(&ep);
-                    if !req.idempotent {
+                    if !req.idempotent || matches!(failure, Failure::AfterInterim) {
                         return self
                             .respond(client, 502, "backend failed", req, started)
                             .await;
@@ -213,13 +236,11 @@ impl Trip<'_> {
         let pooled = if fresh {
             None
         } else {
-            let now = Instant::now();
-            std::iter::from_fn(|| self.http.idle.take(key, now))
-                .find(|c| req.idempotent || looks_open(&c.tcp))
+            self.take_pooled(key, bufs)
         };
         let reused = pooled.is_some();
         let mut up = match pooled {
-            Some(c) => c.tcp,
+            Some(tcp) => tcp,
             None => self.connect(ep, deadline).await?,
         };
         let counter = if reused {
@@ -228,15 +249,17 @@ impl Trip<'_> {
             &stats.upstream_new
         };
         counter.fetch_add(1, Relaxed);
-        let lost = |e: Option<io::Error>| match e {
+        let mut interim = false;
+        let lost = |e: Option<io::Error>, interim: bool| match e {
+            _ if interim => Failure::AfterInterim,
             None => Failure::Timeout,
             Some(_) if reused => Failure::Stale,
             Some(_) => Failure::Broken,
         };
         match within(left(deadline), up.write_all(out)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(lost(Some(e))),
-            Err(()) => return Err(lost(None)),
+            Ok(Err(e)) => return Err(lost(Some(e), false)),
+            Err(()) => return Err(lost(None, false)),
         }
         bufs.up.clear();
         let mut got_any = false;
@@ -246,11 +269,14 @@ impl Trip<'_> {
                     response::Parsed::Partial => {}
                     response::Parsed::Bad(why) => {
                         tracing::debug!(backend = %ep.addr(), reason = why, "bad response");
-                        return Err(Failure::Broken);
+                        return Err(
+                            lost(Some(io::ErrorKind::InvalidData.into()), interim).after_bytes()
+                        );
                     }
                     response::Parsed::Ready(r) if r.status < 200 => {
+                        interim = true;
                         if client.write_all(&bufs.up[..r.head_len]).await.is_err() {
-                            return Err(Failure::Broken);
+                            return Err(Failure::AfterInterim);
                         }
                         bufs.up.drain(..r.head_len);
                         continue;
@@ -261,14 +287,45 @@ impl Trip<'_> {
             bufs.up.reserve(READ_CHUNK);
             match within(self.read_limit(deadline), up.read_buf(&mut bufs.up)).await {
                 Ok(Ok(0)) if !got_any => {
-                    return Err(lost(Some(io::ErrorKind::UnexpectedEof.into())))
+                    return Err(lost(Some(io::ErrorKind::UnexpectedEof.into()), interim))
                 }
-                Ok(Ok(0)) => return Err(Failure::Broken),
+                Ok(Ok(0)) => {
+                    return Err(
+                        lost(Some(io::ErrorKind::UnexpectedEof.into()), interim).after_bytes()
+                    )
+                }
                 Ok(Ok(_)) => got_any = true,
-                Ok(Err(e)) if !got_any => return Err(lost(Some(e))),
-                Ok(Err(_)) => return Err(Failure::Broken),
-                Err(()) => return Err(Failure::Timeout),
+                Ok(Err(e)) if !got_any => return Err(lost(Some(e), interim)),
+                Ok(Err(e)) => return Err(lost(Some(e), interim).after_bytes()),
+                Err(()) => return Err(lost(None, interim)),
             }
+        }
+    }
+
+    /// An idle connection to backend `key` that still looks open: this
+    /// client connection's own with PROXY v2, else the listener's.
+    fn take_pooled(&self, key: &Key, bufs: &mut Buffers) -> Option<TcpStream> {
+        if self.proxy.send_proxy_v2 {
+            let at = bufs.private.iter().position(|(k, _)| k == key)?;
+            let (_, tcp) = bufs.private.swap_remove(at);
+            return looks_open(&tcp).then_some(tcp);
+        }
+        let now = Instant::now();
+        std::iter::from_fn(|| self.http.idle.take(key, now))
+            .map(|c| c.tcp)
+            .find(looks_open)
+    }
+
+    /// Keeps `tcp`, which can carry another request to backend `key`.
+    fn keep(&self, key: Key, tcp: TcpStream, bufs: &mut Buffers) {
+        if self.proxy.send_proxy_v2 {
+            if bufs.private.len() >= MAX_PRIVATE {
+                bufs.private.remove(0);
+            }
+            bufs.private.push((key, tcp));
+        } else {
+            let max = self.settings.pool_size;
+            self.http.idle.put(key, tcp, Instant::now(), max);
         }
     }
 
@@ -329,13 +386,15 @@ impl Trip<'_> {
             pool.report_success(ep, rtt);
         }
         let close = req.close || resp.framing == Framing::UntilClose;
-        let done = self.relay_body(client, &mut up, &resp, close, bufs).await;
+        let deadline = self.deadline(started);
+        let done = self
+            .relay_body(client, &mut up, &resp, close, bufs, deadline)
+            .await;
         self.count(status, started);
         match done {
             Ok(reusable) => {
                 if reusable {
-                    let max = self.settings.pool_size;
-                    self.http.idle.put(*key, up, Instant::now(), max);
+                    self.keep(*key, up, bufs);
                 }
                 if close {
                     After::Close
@@ -359,6 +418,7 @@ impl Trip<'_> {
         resp: &Response,
         close: bool,
         bufs: &mut Buffers,
+        deadline: Option<Instant>,
     ) -> io::Result<bool> {
         let head_len = resp.head_len;
         let mut chunked = Chunked::default();
@@ -393,11 +453,11 @@ impl Trip<'_> {
                 .extend_from_slice(&bufs.up[head_len..head_len + n]);
             client.write_all(&bufs.head).await?;
         }
-        let read_limit = self.read_limit(None);
         while !done {
             bufs.up.clear();
             bufs.up.reserve(READ_CHUNK);
-            let got = match within(read_limit, up.read_buf(&mut bufs.up)).await {
+            let limit = self.read_limit(deadline);
+            let got = match within(limit, up.read_buf(&mut bufs.up)).await {
                 Ok(r) => r?,
                 Err(()) => return Err(io::ErrorKind::TimedOut.into()),
             };

@@ -1,10 +1,11 @@
-//! Idle upstream connections kept for reuse, per backend.
+//! Idle upstream connections kept for reuse, per backend, shared by all of
+//! a listener's client connections.
 //!
-//! Keyed by the backend's address and, when backends get a PROXY v2 header,
-//! by the client it named: such a connection speaks for one client only, as
-//! HAProxy keeps them private. The newest idle connection is reused first
-//! (the one least likely to have been closed by the backend); one idle for
-//! longer than [`MAX_IDLE`] is dropped instead of reused.
+//! The newest idle connection is reused first (the one least likely to
+//! have been closed by the backend); one idle for longer than [`MAX_IDLE`]
+//! is dropped instead of reused. Connections that carry a PROXY v2 header
+//! speak for one client connection and never come here (they stay with it,
+//! see `exchange::Buffers`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,8 +18,8 @@ use tokio::time::Instant;
 /// Idle connections older than this are closed, not reused.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
 
-/// The pool key: backend, and the client a PROXY v2 header named.
-pub type Key = (SocketAddr, Option<SocketAddr>);
+/// The pool key: the backend.
+pub type Key = SocketAddr;
 
 /// A connection taken from the pool.
 #[derive(Debug)]
@@ -96,8 +97,8 @@ mod tests {
     #[tokio::test]
     async fn newest_first_bounded_and_expiring() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let key = (l.local_addr().unwrap(), None);
-        let other = (key.0, Some("192.0.2.1:1".parse().unwrap()));
+        let key = l.local_addr().unwrap();
+        let other: Key = "192.0.2.1:1".parse().unwrap();
         let pool = IdlePool::default();
         let t0 = Instant::now();
         let (a, b, c) = (conn(&l).await, conn(&l).await, conn(&l).await);

@@ -45,6 +45,8 @@ pub mod request;
 pub mod response;
 
 #[cfg(test)]
+mod edge_tests;
+#[cfg(test)]
 mod fuzz_tests;
 #[cfg(test)]
 mod timeout_tests;

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::http::forwarded::{forwarded_for, x_forwarded_for};
+use crate::http::forwarded::{forwarded_for, joined, x_forwarded_for};
 use crate::http::validate::{check_fields, Refusal};
 use crate::http::HttpSettings;
 
@@ -218,14 +218,13 @@ fn write_head(
         push_field(out, f.name.as_bytes(), f.value);
     }
     if add_forwarding {
-        let joined = |name: &str| -> Option<Vec<u8>> {
-            let mut values = fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name));
-            let mut v = values.next()?.value.to_vec();
-            for more in values {
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(more.value);
-            }
-            Some(v)
+        let joined = |name: &str| {
+            joined(
+                fields
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case(name))
+                    .map(|f| f.value),
+            )
         };
         let ip: IpAddr = peer.client.ip();
         let xff = x_forwarded_for(joined("x-forwarded-for").as_deref(), ip);

@@ -4,6 +4,8 @@
 //! names no hop-by-hop field (the common case: no copy); otherwise it is
 //! written again without them.
 
+use std::io::Write;
+
 /// Most header fields of a response this path parses.
 pub const MAX_FIELDS: usize = 96;
 /// Longest response head accepted.
@@ -74,7 +76,9 @@ pub fn parse(buf: &[u8], head_request: bool) -> Parsed {
     let mut length = None;
     let mut chunked = None;
     let mut close = version == 0;
-    let mut verbatim = version == 1;
+    // httparse skips empty lines before the status line; such a head is
+    // written again rather than passed on with them.
+    let mut verbatim = version == 1 && buf.starts_with(b"HTTP/1.1 ");
     for f in &*resp.headers {
         if is(f.name, "content-length") {
             let v = f.value.trim_ascii();
@@ -147,13 +151,9 @@ pub fn rewrite(head: &[u8], close: bool, out: &mut Vec<u8>) {
     if !matches!(resp.parse(head), Ok(httparse::Status::Complete(_))) {
         return;
     }
-    // The status line as it came, but as HTTP/1.1 (only the version's
-    // last digit can differ: httparse reads HTTP/1.0 and HTTP/1.1 only).
-    let line_end = head.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let line = head[..line_end].trim_ascii_end();
-    out.extend_from_slice(b"HTTP/1.1");
-    out.extend_from_slice(line.get(8..).unwrap_or_default());
-    out.extend_from_slice(b"\r\n");
+    let status = resp.code.unwrap_or(502);
+    let reason = resp.reason.unwrap_or("");
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
     let has_te = resp.headers.iter().any(|f| is(f.name, "transfer-encoding"));
     for f in &*resp.headers {
         let hop = ["connection", "keep-alive", "proxy-connection"]
