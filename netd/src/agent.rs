@@ -22,6 +22,25 @@ use crate::translate::Local;
 
 /// How long the loop waits for more changes before reconciling.
 pub const DEBOUNCE: Duration = Duration::from_millis(20);
+/// How long a node waits for its requests and connections in flight to a
+/// draining replica before it acknowledges the drain anyway (below the
+/// owner's own deadline, `tasks::ACK_DEADLINE`).
+pub const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// Requests (HTTP mode) and connections (TCP mode) this node's balancers
+/// have open to `ip` now, over every listener.
+fn open_to(
+    lb: &std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>,
+    ip: std::net::Ipv4Addr,
+) -> u64 {
+    let Some(rt) = lb.get() else { return 0 };
+    rt.listeners()
+        .iter()
+        .flat_map(|l| l.pool().endpoints().iter().cloned().collect::<Vec<_>>())
+        .filter(|e| e.addr().ip() == std::net::IpAddr::V4(ip))
+        .map(|e| e.active())
+        .sum()
+}
 /// How soon a failed reconcile is tried again without a new change.
 pub const RETRY: Duration = Duration::from_secs(2);
 
@@ -217,8 +236,11 @@ struct Loop {
 
 impl Loop {
     /// Tells the owners of draining endpoints that this node no longer
-    /// sends them new traffic (`ack/<network>/<endpoint>/<node>` on this
-    /// node's lease); they stop a replica once every live node has said so.
+    /// sends them new traffic and has no request or connection to them in
+    /// flight (`ack/<network>/<endpoint>/<node>` on this node's lease);
+    /// they stop a replica once every live node has said so. A node still
+    /// carrying connections to it says so when they have ended, or after
+    /// [`IN_FLIGHT_GRACE`], from a task of its own.
     async fn acknowledge_draining(&mut self, snap: &Snapshot) {
         let me = self.owned.node().name;
         let draining: BTreeSet<(String, String)> = snap
@@ -233,6 +255,33 @@ impl Loop {
                 continue;
             }
             let key = keys::ack(&net, &name, &me);
+            let ip = snap
+                .endpoints
+                .get(&(net.clone(), name.clone()))
+                .map(|e| e.ip);
+            let lb = self.rt.lb();
+            if ip.is_some_and(|ip| open_to(&lb, ip) > 0) {
+                let (store, lease, rev) =
+                    (Arc::clone(&self.store), self.owned.lease(), snap.revision);
+                let ip = ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                tokio::spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    while open_to(&lb, ip) > 0 && started.elapsed() < IN_FLIGHT_GRACE {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    for _ in 0..3 {
+                        match store.put(&key, rev.to_string().into_bytes(), lease).await {
+                            Ok(_) => return,
+                            Err(e) => {
+                                tracing::warn!(error = %e, %key, "cannot acknowledge a draining replica");
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                        }
+                    }
+                });
+                self.acked.insert((net, name));
+                continue;
+            }
             match self
                 .store
                 .put(

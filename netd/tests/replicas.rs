@@ -428,3 +428,76 @@ fn a_changed_command_replaces_the_replicas_one_by_one_without_a_failed_request()
         assert_eq!(pids_in(&ns).len(), 1, "one process in {ns}");
     }
 }
+
+/// Like [`SERVER`], but each answer takes 1.5 s.
+const SLOW_SERVER: &str = r#"
+import http.server, socket, time
+name = socket.gethostname()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(1.5)
+        b = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("", 8000), H)
+print("serving as", name, flush=True)
+s.serve_forever()
+"#;
+
+#[test]
+fn a_request_in_flight_to_a_draining_replica_is_answered_before_it_stops() {
+    let t = AgentNode::start();
+    let a = &t.agent;
+    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
+    a.ok(&[
+        "service",
+        "create",
+        "slow",
+        "--network",
+        "front",
+        "--publish",
+        "8090:8000",
+        "--replicas",
+        "1",
+        "--",
+        "python3",
+        "-c",
+        SLOW_SERVER,
+    ]);
+    a.wait_healthy("slow", 1);
+    let published: SocketAddr = "198.18.0.1:8090".parse().unwrap();
+    let node = t.node.clone();
+    // A request that is still being answered when the replica is told to go.
+    let in_flight = std::thread::spawn(move || http_get(&node, published, "/"));
+    std::thread::sleep(Duration::from_millis(400));
+    let scaled_at = Instant::now();
+    a.ok(&["service", "scale", "slow=0"]);
+    let answer = in_flight.join().unwrap();
+    assert_eq!(
+        answer.as_deref().ok(),
+        Some("slow.1"),
+        "the request in flight was cut: {answer:?}"
+    );
+    wait_for("the replica to stop", Duration::from_secs(20), || {
+        task_names_of(a, "slow").is_empty()
+    });
+    println!(
+        "drained and stopped {:?} after the scale",
+        scaled_at.elapsed()
+    );
+}
+
+fn task_names_of(a: &Agent, service: &str) -> Vec<String> {
+    let ps = a.json(&["service", "ps", service]);
+    ps.as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|t| t["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

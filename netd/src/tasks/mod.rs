@@ -14,7 +14,8 @@
 //!    task. A task whose pid never arrives ends after [`PID_DEADLINE`].
 //! 3. [`Tasks::remove`]: a task whose process still runs is first marked
 //!    draining; it is stopped only once every live node has acknowledged
-//!    (no fixed sleep), or after [`ACK_DEADLINE`]. Then whatever the
+//!    (no new traffic, and nothing of its own in flight to it: see
+//!    `agent::IN_FLIGHT_GRACE`; no fixed sleep), or after [`ACK_DEADLINE`]. Then whatever the
 //!    process left running in the namespace is killed (as in a container,
 //!    the task ends with its main process), and the endpoint, the
 //!    attachment, the namespace and the address go, in that order.
