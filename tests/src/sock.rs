@@ -13,12 +13,27 @@ use nix::sched::{setns, CloneFlags};
 /// How long any test socket operation may take.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long [`in_netns`] waits for a namespace file that exists but is not
+/// mounted yet (`ip netns add` and netd create the file, then bind-mount
+/// the namespace on it, so a watcher can see the file first).
+const MOUNT_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs `f` on a fresh thread inside the named namespace.
 pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        setns(&file, CloneFlags::CLONE_NEWNET).unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        let deadline = std::time::Instant::now() + MOUNT_WAIT;
+        loop {
+            let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            match setns(&file, CloneFlags::CLONE_NEWNET) {
+                Ok(()) => break,
+                // Not a namespace (yet): the bind mount is still to come.
+                Err(nix::errno::Errno::EINVAL) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("setns {path}: {e}"),
+            }
+        }
         f()
     })
     .join()
