@@ -470,6 +470,10 @@ fn a_request_in_flight_to_a_draining_replica_is_answered_before_it_stops() {
     ]);
     a.wait_healthy("slow", 1);
     let published: SocketAddr = "198.18.0.1:8090".parse().unwrap();
+    // Healthy in the store first, then in the balancer: wait until it answers.
+    wait_for("the replica to answer", Duration::from_secs(20), || {
+        http_get(&t.node, published, "/").is_ok_and(|b| b == "slow.1")
+    });
     let node = t.node.clone();
     // A request that is still being answered when the replica is told to go.
     let in_flight = std::thread::spawn(move || http_get(&node, published, "/"));
