@@ -36,9 +36,14 @@ fn open_to(
     let Some(rt) = lb.get() else { return 0 };
     rt.listeners()
         .iter()
-        .flat_map(|l| l.pool().endpoints().iter().cloned().collect::<Vec<_>>())
-        .filter(|e| e.addr().ip() == std::net::IpAddr::V4(ip))
-        .map(|e| e.active())
+        .map(|l| {
+            l.pool()
+                .endpoints()
+                .iter()
+                .filter(|e| e.addr().ip() == std::net::IpAddr::V4(ip))
+                .map(|e| e.active())
+                .sum::<u64>()
+        })
         .sum()
 }
 /// How soon a failed reconcile is tried again without a new change.
@@ -255,15 +260,15 @@ impl Loop {
                 continue;
             }
             let key = keys::ack(&net, &name, &me);
-            let ip = snap
+            let lb = self.rt.lb();
+            let busy = snap
                 .endpoints
                 .get(&(net.clone(), name.clone()))
-                .map(|e| e.ip);
-            let lb = self.rt.lb();
-            if ip.is_some_and(|ip| open_to(&lb, ip) > 0) {
+                .map(|e| e.ip)
+                .filter(|ip| open_to(&lb, *ip) > 0);
+            if let Some(ip) = busy {
                 let (store, lease, rev) =
                     (Arc::clone(&self.store), self.owned.lease(), snap.revision);
-                let ip = ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
                 tokio::spawn(async move {
                     let started = tokio::time::Instant::now();
                     while open_to(&lb, ip) > 0 && started.elapsed() < IN_FLIGHT_GRACE {

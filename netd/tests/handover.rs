@@ -38,6 +38,23 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 ";
 
+/// `network create front` and `service create echo` published on 8080,
+/// TCP-checked.
+fn create_echo(a: &support::Agent) {
+    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
+    a.ok(&[
+        "service",
+        "create",
+        "echo",
+        "--network",
+        "front",
+        "--publish",
+        "8080:7000",
+        "--health",
+        "tcp",
+    ]);
+}
+
 fn replica(t: &AgentNode, name: &str) -> Proc {
     t.agent.run(
         &t.dir,
@@ -166,18 +183,7 @@ fn inode(path: &std::path::Path) -> Option<u64> {
 fn a_graceful_restart_drops_no_connection() {
     let mut t = AgentNode::start_with(|_| vec!["--drain-timeout".into(), "60s".into()]);
     let a = &t.agent;
-    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
-    a.ok(&[
-        "service",
-        "create",
-        "echo",
-        "--network",
-        "front",
-        "--publish",
-        "8080:7000",
-        "--health",
-        "tcp",
-    ]);
+    create_echo(a);
     let _replicas: Vec<Proc> = ["echo.1", "echo.2", "echo.3"]
         .iter()
         .map(|n| replica(&t, n))
@@ -321,18 +327,7 @@ fn a_graceful_restart_drops_no_connection() {
 fn a_successor_that_leaves_early_changes_nothing() {
     let mut t = AgentNode::start();
     let a = &t.agent;
-    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
-    a.ok(&[
-        "service",
-        "create",
-        "echo",
-        "--network",
-        "front",
-        "--publish",
-        "8080:7000",
-        "--health",
-        "tcp",
-    ]);
+    create_echo(a);
     let _replica = replica(&t, "echo.1");
     a.wait_healthy("echo", 1);
     let published: SocketAddr = "198.18.0.1:8080".parse().unwrap();

@@ -17,12 +17,15 @@ use std::time::{Duration, Instant};
 use support::{http_get, wait_for, Agent, AgentNode};
 
 /// An HTTP server on port 8000 answering every GET with its hostname (the
-/// task's name), saying so on stdout once it listens.
+/// task's name), after the delay in seconds its first argument gives (none:
+/// at once), saying so on stdout once it listens.
 const SERVER: &str = r#"
-import http.server, socket
+import http.server, socket, sys, time
 name = socket.gethostname()
+delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        time.sleep(delay)
         b = name.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(b)))
@@ -38,6 +41,11 @@ s.serve_forever()
 /// `network create front` and `service create web --network front
 /// --publish 8080:8000 --replicas N [EXTRA…] -- python3 -c SERVER`.
 fn create_web(a: &Agent, replicas: u32, extra: &[&str]) {
+    create_web_answering_after(a, replicas, extra, None);
+}
+
+/// [`create_web`] with replicas that answer after `delay` seconds.
+fn create_web_answering_after(a: &Agent, replicas: u32, extra: &[&str], delay: Option<&str>) {
     a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
     let n = replicas.to_string();
     let mut args = vec![
@@ -53,6 +61,7 @@ fn create_web(a: &Agent, replicas: u32, extra: &[&str]) {
     ];
     args.extend(extra);
     args.extend(["--", "python3", "-c", SERVER]);
+    args.extend(delay);
     a.ok(&args);
 }
 
@@ -429,79 +438,35 @@ fn a_changed_command_replaces_the_replicas_one_by_one_without_a_failed_request()
     }
 }
 
-/// Like [`SERVER`], but each answer takes 1.5 s.
-const SLOW_SERVER: &str = r#"
-import http.server, socket, time
-name = socket.gethostname()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        time.sleep(1.5)
-        b = name.encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("", 8000), H)
-print("serving as", name, flush=True)
-s.serve_forever()
-"#;
-
 #[test]
 fn a_request_in_flight_to_a_draining_replica_is_answered_before_it_stops() {
     let t = AgentNode::start();
     let a = &t.agent;
-    a.ok(&["network", "create", "front", "--subnet", "10.77.0.0/24"]);
-    a.ok(&[
-        "service",
-        "create",
-        "slow",
-        "--network",
-        "front",
-        "--publish",
-        "8090:8000",
-        "--replicas",
-        "1",
-        "--",
-        "python3",
-        "-c",
-        SLOW_SERVER,
-    ]);
-    a.wait_healthy("slow", 1);
-    let published: SocketAddr = "198.18.0.1:8090".parse().unwrap();
+    // Each answer takes 1.5 s.
+    create_web_answering_after(a, 1, &[], Some("1.5"));
+    a.wait_healthy("web", 1);
+    let published: SocketAddr = "198.18.0.1:8080".parse().unwrap();
     // Healthy in the store first, then in the balancer: wait until it answers.
     wait_for("the replica to answer", Duration::from_secs(20), || {
-        http_get(&t.node, published, "/").is_ok_and(|b| b == "slow.1")
+        http_get(&t.node, published, "/").is_ok_and(|b| b == "web.1")
     });
     let node = t.node.clone();
     // A request that is still being answered when the replica is told to go.
     let in_flight = std::thread::spawn(move || http_get(&node, published, "/"));
     std::thread::sleep(Duration::from_millis(400));
     let scaled_at = Instant::now();
-    a.ok(&["service", "scale", "slow=0"]);
+    a.ok(&["service", "scale", "web=0"]);
     let answer = in_flight.join().unwrap();
     assert_eq!(
         answer.as_deref().ok(),
-        Some("slow.1"),
+        Some("web.1"),
         "the request in flight was cut: {answer:?}"
     );
     wait_for("the replica to stop", Duration::from_secs(20), || {
-        task_names_of(a, "slow").is_empty()
+        task_names(a).is_empty()
     });
     println!(
         "drained and stopped {:?} after the scale",
         scaled_at.elapsed()
     );
-}
-
-fn task_names_of(a: &Agent, service: &str) -> Vec<String> {
-    let ps = a.json(&["service", "ps", service]);
-    ps.as_array()
-        .map(|v| {
-            v.iter()
-                .filter_map(|t| t["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
