@@ -86,6 +86,7 @@ impl ProxyHttp for Balancer {
     }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        session.set_write_timeout(Some(super::h1::WRITE_TIMEOUT));
         if let Err(why) = super::validate::check(session.req_header()) {
             tracing::debug!(reason = why, "refusing a malformed request");
             session.respond_error(400).await?;

@@ -275,7 +275,7 @@ impl Trip<'_> {
                     }
                     response::Parsed::Ready(r) if r.status < 200 => {
                         interim = true;
-                        if client.write_all(&bufs.up[..r.head_len]).await.is_err() {
+                        if send(client, &bufs.up[..r.head_len]).await.is_err() {
                             return Err(Failure::AfterInterim);
                         }
                         bufs.up.drain(..r.head_len);
@@ -446,12 +446,12 @@ impl Trip<'_> {
         };
         let (n, mut done, mut extra) = take(&bufs.up[head_len..])?;
         if resp.verbatim && !close {
-            client.write_all(&bufs.up[..head_len + n]).await?;
+            send(client, &bufs.up[..head_len + n]).await?;
         } else {
             response::rewrite(&bufs.up[..head_len], close, &mut bufs.head);
             bufs.head
                 .extend_from_slice(&bufs.up[head_len..head_len + n]);
-            client.write_all(&bufs.head).await?;
+            send(client, &bufs.head).await?;
         }
         while !done {
             bufs.up.clear();
@@ -469,7 +469,7 @@ impl Trip<'_> {
             }
             let (n, d, x) = take(&bufs.up)?;
             (done, extra) = (d, x);
-            client.write_all(&bufs.up[..n]).await?;
+            send(client, &bufs.up[..n]).await?;
         }
         Ok(resp.reusable && !extra)
     }
@@ -496,6 +496,15 @@ impl Trip<'_> {
         } else {
             After::KeepAlive
         }
+    }
+}
+
+/// Writes `bytes` to the client, failing with `TimedOut` when it has not
+/// taken them within [`WRITE_TIMEOUT`](super::WRITE_TIMEOUT).
+async fn send(client: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    match tokio::time::timeout(super::WRITE_TIMEOUT, client.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -528,5 +537,5 @@ pub async fn write_error(
         "HTTP/1.1 {status} {text}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{conn}\r\n{body}",
         body.len()
     );
-    client.write_all(msg.as_bytes()).await
+    send(client, msg.as_bytes()).await
 }

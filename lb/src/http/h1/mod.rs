@@ -56,6 +56,11 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a client may take to send a whole request (head and body) from
 /// its first byte: a client trickling bytes cannot hold a connection longer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a write to the client may wait for it to read (nginx's
+/// `send_timeout`, HAProxy's `timeout client`): a client that stops reading
+/// a response cannot hold its connection, and the backend's, for ever. Both
+/// paths use it; each write that makes progress starts it anew.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle keep-alive connection is kept once the listener shuts
 /// down, for a request the client may already be sending.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

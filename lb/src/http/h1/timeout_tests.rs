@@ -1,15 +1,16 @@
 //! The client-side timeouts of the fast path, on a paused clock (tokio
 //! moves it forward whenever every task waits), with real sockets.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT};
+use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT, WRITE_TIMEOUT};
 use crate::backend::Backend;
 use crate::http::HttpSettings;
 use crate::policy::PolicyKind;
@@ -19,10 +20,15 @@ use crate::sockets::Local;
 
 /// A listener in HTTP mode on loopback; its backend never answers (the
 /// tests never send a whole request).
-async fn listener() -> (std::net::SocketAddr, Arc<Listener>) {
+async fn listener() -> (SocketAddr, Arc<Listener>) {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener_to(backend.local_addr().unwrap()).await
+}
+
+/// A listener in HTTP mode on loopback in front of `backend`.
+async fn listener_to(backend: SocketAddr) -> (SocketAddr, Arc<Listener>) {
     let pool = Pool::new(PoolConfig::new(
-        vec![Backend::new(backend.local_addr().unwrap())],
+        vec![Backend::new(backend)],
         PolicyKind::RoundRobin,
     ))
     .unwrap();
@@ -95,4 +101,46 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
             && took <= IDLE_TIMEOUT + Duration::from_secs(10),
         "closed after {took:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_a_response_is_cut_off_after_the_write_timeout() {
+    // One response far larger than all the socket buffers between the
+    // backend and the client can hold.
+    const BODY: usize = 64 << 20;
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _l) = listener_to(backend.local_addr().unwrap()).await;
+    tokio::spawn(async move {
+        let (mut up, _) = backend.accept().await.unwrap();
+        let mut head = [0u8; 1024];
+        let _ = up.read(&mut head).await;
+        let chunk = vec![b'x'; 1 << 20];
+        let _ = up
+            .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {BODY}\r\n\r\n").as_bytes())
+            .await;
+        for _ in 0..BODY / chunk.len() {
+            if up.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // The client reads nothing for longer than the write timeout ...
+    tokio::time::sleep(WRITE_TIMEOUT + Duration::from_secs(10)).await;
+    // ... and then finds the response cut short and the connection closed,
+    // not the rest of the body still coming.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got += n,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the connection is still open after {got} bytes");
+    assert!(got < BODY, "the whole response arrived ({got} bytes)");
 }
