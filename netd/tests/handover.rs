@@ -4,7 +4,9 @@
 //! the old agent (through the VIP and the published port) keep echoing
 //! until the client closes them; loops of new connections, DNS queries and
 //! API calls running across the handover see no failure; the new agent
-//! serves afterwards; the kernel state is unchanged.
+//! serves afterwards; the kernel state is unchanged. A plain stop drains
+//! too: new connections are refused, open ones carry on until they close
+//! or a second signal comes.
 
 mod support;
 
@@ -412,4 +414,45 @@ fn a_second_agent_without_a_handover_stops_at_the_state_lock() {
     // The first agent still runs and answers.
     assert!(!t.agent.exited());
     t.agent.ok(&["node", "ls"]);
+}
+
+#[test]
+fn a_stop_refuses_new_connections_and_drains_open_ones_until_a_second_signal() {
+    let mut t = AgentNode::start_with(|_| vec!["--drain-timeout".into(), "60s".into()]);
+    create_echo(&t.agent);
+    let _replica = replica(&t, "echo.1");
+    t.agent.wait_healthy("echo", 1);
+    let published: SocketAddr = "198.18.0.1:8080".parse().unwrap();
+    wait_for(
+        "the published port to serve",
+        Duration::from_secs(20),
+        || sock::in_netns(&t.node, move || one_connection(published)).is_ok(),
+    );
+    let first = Flow::open(&t.node, published, "first".into());
+    let second = Flow::open(&t.node, published, "second".into());
+
+    t.agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_for(
+        "the published port to refuse connections",
+        Duration::from_secs(10),
+        || sock::connect(&t.node, published, None).is_err(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!t.agent.exited(), "the agent left with connections open");
+    let echoes = first
+        .close()
+        .unwrap_or_else(|e| panic!("a connection broke while draining: {e}"));
+    assert!(echoes > 10, "{echoes} echoes");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!t.agent.exited(), "the agent left with a connection open");
+
+    // A second signal closes what is still open, at once.
+    t.agent.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let (code, log) = t.agent.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "agent: {log}");
+    assert!(log.contains("stopped again while draining"), "agent: {log}");
+    assert!(
+        second.close().is_err(),
+        "the last connection outlived the agent"
+    );
 }

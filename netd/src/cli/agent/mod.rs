@@ -1,9 +1,12 @@
 //! `netd agent`: opens the store (retrying while etcd is away), takes back
 //! the tasks an earlier agent left running, starts the agent loop, the
-//! scheduler and the API, and runs until SIGTERM or SIGINT. On exit the
-//! data plane (namespaces, links, routes) and the tasks' processes stay;
-//! the node's entries stay until its lease ends, so a restart within the
-//! TTL changes nothing anywhere.
+//! scheduler and the API, and runs until SIGTERM or SIGINT. Then the
+//! control plane stops, the balancers' listeners close and the DNS servers
+//! stop, and the connections the balancers have open get up to
+//! `--drain-timeout` to finish (a second signal closes them at once). The
+//! kernel's data plane (namespaces, links, routes) and the tasks'
+//! processes stay; the node's entries stay until its lease ends, so a
+//! restart within the TTL changes nothing anywhere.
 //!
 //! # Graceful restart
 //!
@@ -57,6 +60,7 @@ use super::Cli;
 use crate::api::client::ApiAddr;
 use crate::handover;
 use crate::model::valid_name;
+use crate::node::DataPlane;
 use crate::store::etcd::parse_url;
 use run::{run, Ended};
 
@@ -92,8 +96,9 @@ pub struct AgentArgs {
     /// Also serve the API on this TCP address (needs --token-file).
     #[arg(long)]
     pub api_tcp: Option<SocketAddr>,
-    /// After handing its sockets to a new agent, how long this one keeps
-    /// proxying the connections it has open before it exits.
+    /// When stopped (SIGTERM, SIGINT) or after handing its sockets to a
+    /// new agent, how long this one keeps proxying the connections it has
+    /// open before it exits.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
     /// Log format.
@@ -184,7 +189,7 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
         }
     };
     // Signals are watched on the data plane's runtime: it lives to the end.
-    let stop = data.block_on(async { signals() });
+    let Signals { stop, again } = data.block_on(async { signals() });
     let path = a.state_dir.join(handover::SOCKET);
     let predecessor = match data.block_on(handover::take_over(&path, TAKE_OVER_LIMIT)) {
         Ok(p) => p,
@@ -217,6 +222,11 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
     ));
     match ended {
         Ended::Stopped(code) => code,
+        Ended::Signalled(data_plane) => {
+            control.shutdown_timeout(CONTROL_PLANE_GRACE);
+            drop(state_lock);
+            data.block_on(drain(data_plane, a.drain_timeout, again))
+        }
         Ended::HandOver(h) => {
             // Whatever of the control plane still runs (task watchers,
             // health checks, blocking work) ends here, before the successor
@@ -229,10 +239,39 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
     }
 }
 
-/// SIGTERM and SIGINT turn the returned flag true. Call inside the runtime
-/// that lives longest.
-fn signals() -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
+/// A plain stop: the listeners close and the DNS servers stop at once, and
+/// the connections the balancers have open get up to `limit` to finish,
+/// unless a second signal (`again`) asks to close them now. Returns the
+/// exit code.
+async fn drain(data_plane: DataPlane, limit: Duration, mut again: watch::Receiver<bool>) -> i32 {
+    tracing::info!(?limit, "stopped accepting; draining open connections");
+    tokio::select! {
+        drained = data_plane.stop(limit) => {
+            if drained {
+                tracing::info!("drained; exiting");
+            } else {
+                tracing::warn!(?limit, "drain timeout; closing the connections still open");
+            }
+        }
+        _ = again.wait_for(|s| *s) => {
+            tracing::info!("stopped again while draining; closing open connections");
+        }
+    }
+    0
+}
+
+/// The flags [`signals`] turns true.
+struct Signals {
+    /// The first SIGTERM or SIGINT.
+    stop: watch::Receiver<bool>,
+    /// A second one: stop draining.
+    again: watch::Receiver<bool>,
+}
+
+/// Watches SIGTERM and SIGINT. Call inside the runtime that lives longest.
+fn signals() -> Signals {
+    let (tx, stop) = watch::channel(false);
+    let (tx_again, again) = watch::channel(false);
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (
@@ -243,11 +282,13 @@ fn signals() -> watch::Receiver<bool> {
             // Keep the sender: a dropped one would read as a stop.
             return std::future::pending().await;
         };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+        for flag in [tx, tx_again] {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            let _ = flag.send(true);
         }
-        let _ = tx.send(true);
     });
-    rx
+    Signals { stop, again }
 }

@@ -17,7 +17,7 @@ use crate::agent::Agent;
 use crate::api::server::{router, ApiState};
 use crate::handover::{self, Inherited, Listening, Predecessor, Successor};
 use crate::model::Node;
-use crate::node::Plane;
+use crate::node::{DataPlane, Plane};
 use crate::scheduler::Scheduler;
 use crate::store::etcd::{parse_url, EtcdStore};
 use crate::store::memory::MemoryStore;
@@ -64,8 +64,11 @@ async fn open_store(a: &AgentArgs, stop: &mut watch::Receiver<bool>) -> Option<O
 
 /// How [`run`] ended.
 pub(super) enum Ended {
-    /// Stopped (a signal, or a failure): the exit code.
+    /// Stopped by a failure: the exit code.
     Stopped(i32),
+    /// Stopped by a signal; the control plane has stopped and the data
+    /// plane is to drain.
+    Signalled(DataPlane),
     /// A new agent asked to take over; the control plane has stopped.
     HandOver(Box<HandOver>),
 }
@@ -274,7 +277,11 @@ pub(super) async fn run(
             if let Some(l) = &listening {
                 l.file().remove_if_ours();
             }
-            Ended::Stopped(code)
+            if code == 0 {
+                Ended::Signalled(data_plane)
+            } else {
+                Ended::Stopped(code)
+            }
         }
     }
 }
