@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use http::HeaderValue;
 use pingora_core::protocols::Digest;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use tokio::time::Instant;
 
 use super::forwarded::{forwarded_for, joined, x_forwarded_for};
@@ -54,6 +54,10 @@ pub struct Ctx {
     tried: Vec<SocketAddr>,
     current: Option<ConnGuard>,
     status: Option<u16>,
+    /// The last attempt's failure was a timeout waiting on the backend:
+    /// the client gets 504, not 502 (as on the fast path, and as nginx and
+    /// HAProxy answer).
+    timed_out: bool,
 }
 
 impl Ctx {
@@ -82,6 +86,7 @@ impl ProxyHttp for Balancer {
             tried: Vec::new(),
             current: None,
             status: None,
+            timed_out: false,
         }
     }
 
@@ -262,6 +267,7 @@ impl ProxyHttp for Balancer {
         if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
             l.pool().report_failure(ep);
         }
+        ctx.timed_out = false;
         // Nothing reached the backend: always safe to try another.
         e.set_retry(true);
         e
@@ -275,6 +281,10 @@ impl ProxyHttp for Balancer {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        ctx.timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
         // A reset or timeout from the backend counts against its health.
         if ctx.status.is_none() {
             if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
@@ -291,6 +301,32 @@ impl ProxyHttp for Balancer {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            // Out of retries, or out of time, after a timeout.
+            (ErrorType::HTTPStatus(502), _) if ctx.timed_out => 504,
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) if ctx.timed_out => 504,
+            (_, ErrorSource::Upstream) => 502,
+            // The client is gone: nothing to answer.
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            (_, ErrorSource::Internal | ErrorSource::Unset) => 500,
+        };
+        if code > 0 {
+            if let Err(e) = session.respond_error(code).await {
+                tracing::debug!(error = %e, "cannot send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
