@@ -47,8 +47,11 @@ pub struct Endpoint {
 pub(crate) struct Outlier {
     /// Connect failures since the last success.
     pub consecutive_failures: u32,
-    /// How many times it was ejected (grows the ejection time).
+    /// How many times it was ejected (grows the ejection time; starts
+    /// again after a long enough time in).
     pub times_ejected: u32,
+    /// How many times it was ejected in all (for the metrics).
+    pub ejections: u64,
     /// Ejected until this instant (kept once past, to date the ejection).
     pub ejected_until: Option<Instant>,
     /// Ejected, and not yet taken back by the pool.
@@ -108,6 +111,11 @@ impl Endpoint {
     /// Failed connect attempts.
     pub fn connect_failures(&self) -> u64 {
         self.connect_failures.load(Relaxed)
+    }
+
+    /// How many times passive health has ejected the backend.
+    pub fn ejections(&self) -> u64 {
+        self.outlier().ejections
     }
 
     /// Bytes sent to and received from the backend.

@@ -69,6 +69,7 @@ enum M {
     BackendActive,
     BackendTotal,
     BackendFailures,
+    BackendEjections,
     BackendSent,
     BackendReceived,
     BackendWeight,
@@ -86,7 +87,7 @@ enum M {
 }
 
 impl M {
-    const ALL: [M; 21] = [
+    const ALL: [M; 22] = [
         M::Accepted,
         M::Active,
         M::NoBackend,
@@ -94,6 +95,7 @@ impl M {
         M::BackendActive,
         M::BackendTotal,
         M::BackendFailures,
+        M::BackendEjections,
         M::BackendSent,
         M::BackendReceived,
         M::BackendWeight,
@@ -147,6 +149,11 @@ impl M {
                 "shoal_lb_backend_connect_failures_total",
                 "counter",
                 "Failed or timed-out connects to the backend.",
+            ),
+            M::BackendEjections => (
+                "shoal_lb_backend_ejections_total",
+                "counter",
+                "Times passive health ejected the backend (consecutive connect failures, 5xx or resets).",
             ),
             M::BackendSent => (
                 "shoal_lb_backend_sent_bytes_total",
@@ -262,6 +269,7 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
             fams[M::BackendActive as usize].add(&bl, ep.active());
             fams[M::BackendTotal as usize].add(&bl, ep.total());
             fams[M::BackendFailures as usize].add(&bl, ep.connect_failures());
+            fams[M::BackendEjections as usize].add(&bl, ep.ejections());
             fams[M::BackendSent as usize].add(&bl, to);
             fams[M::BackendReceived as usize].add(&bl, from);
             fams[M::BackendWeight as usize].add(&bl, ep.weight());

@@ -40,6 +40,7 @@ pub(crate) fn on_failure(
         o.times_ejected = 0;
     }
     o.times_ejected = o.times_ejected.saturating_add(1);
+    o.ejections += 1;
     let time = ejection_time(s, o.times_ejected);
     o.consecutive_failures = 0;
     let until = now + time;
@@ -96,6 +97,15 @@ mod tests {
             on_failure(&mut o, &s, t2, 0, 4),
             Some(t2 + Duration::from_secs(25))
         );
+        // Long enough in, the time starts from the base again; the count
+        // of ejections goes on.
+        let t3 = t2 + Duration::from_secs(25 + 25);
+        on_failure(&mut o, &s, t3, 0, 4);
+        assert_eq!(
+            on_failure(&mut o, &s, t3, 0, 4),
+            Some(t3 + Duration::from_secs(10))
+        );
+        assert_eq!(o.ejections, 4);
     }
 
     #[test]

@@ -197,6 +197,15 @@ async fn consecutive_5xx_eject_and_the_backend_returns_after_the_ejection() {
     // Round-robin sends b1 three requests, all 503: it is ejected.
     assert_eq!(statuses.iter().filter(|s| **s == 503).count(), 3);
     assert_eq!(lb.health_of(b1.addr).await, "ejected");
+    let ejections = |b: std::net::SocketAddr| {
+        format!(
+            "shoal_lb_backend_ejections_total{{listener=\"{}\",backend=\"{b}\"}}",
+            lb.listen
+        )
+    };
+    let text = http_get(lb.admin, "/metrics").await.1;
+    assert_eq!(metric(&text, &ejections(b1.addr)), 1);
+    assert_eq!(metric(&text, &ejections(b0.addr)), 0);
     for _ in 0..6 {
         assert_eq!(get_with(&c, &url, &[]).await.unwrap().0, 200);
     }
