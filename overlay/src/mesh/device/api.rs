@@ -8,8 +8,8 @@
 //! of the [`Snapshot`] that replaces the live one: the datapath sees all of
 //! a request or none of it. Known peers change in place: a new endpoint or
 //! new allowed IPs keep the session; a new preshared key or keepalive
-//! starts a fresh one. Unlike wireguard-go, peers need the private key to
-//! be set first (in the same request or before).
+//! starts a fresh one. As in wireguard-go, peers may come before the
+//! private key; the device sends and accepts nothing until it has one.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Write};
@@ -190,10 +190,9 @@ impl PeerChange {
         let peer = match existing {
             Some(p) if p.psk == psk && p.keepalive == keepalive => p,
             old => {
-                let id = s.identity.as_ref().ok_or(EINVAL)?;
                 let endpoint = old.and_then(|p| p.endpoint());
                 let p = Arc::new(Peer::new(
-                    id,
+                    s.identity.as_ref(),
                     self.public,
                     s.free_index(),
                     keepalive,
@@ -283,6 +282,8 @@ pub fn handle(shared: &Shared, conn: UnixStream) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boringtun::noise::{Tunn, TunnResult};
+    use boringtun::x25519::PublicKey;
 
     const K1: &str = "0101010101010101010101010101010101010101010101010101010101010101";
     const K2: &str = "0202020202020202020202020202020202020202020202020202020202020202";
@@ -339,11 +340,6 @@ mod tests {
         };
         let peer_line = format!("public_key={K2}");
         let set = |s: &Snapshot, lines: &[&str]| SetRequest::parse(lines.iter().copied())?.apply(s);
-        assert_eq!(
-            set(&base, &[&peer_line]).err(),
-            Some(EINVAL),
-            "a peer before the key"
-        );
         let key_line = format!("private_key={K1}");
         let s = set(
             &base,
@@ -386,5 +382,43 @@ mod tests {
         assert_eq!(s.allowed.len(), 1, "allowed IPs kept");
         let s = set(&s, &[&peer_line, "remove=true"]).unwrap();
         assert!(s.peers.is_empty() && s.allowed.is_empty() && s.by_index.is_empty());
+    }
+
+    #[test]
+    fn a_peer_set_before_the_private_key_handshakes_with_that_key_once_it_is_set() {
+        let base = Snapshot {
+            socket: Some(Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())),
+            ..Default::default()
+        };
+        let set = |s: &Snapshot, lines: &[&str]| SetRequest::parse(lines.iter().copied())?.apply(s);
+        let their_secret = StaticSecret::from([2; 32]);
+        let their_public = PublicKey::from(&their_secret).to_bytes();
+        let peer_line = format!("public_key={}", hex(&their_public));
+        // The peer first, as `wg set dev peer ...` may do ...
+        let s = set(&base, &[&peer_line, "allowed_ip=100.96.0.2/32"]).unwrap();
+        assert!(s.identity.is_none() && s.peers.contains_key(&their_public));
+        assert!(render(&s).contains(&format!("{peer_line}\n")));
+        // ... then the device's own key.
+        let s = set(&s, &[&format!("private_key={K1}")]).unwrap();
+        let mut init = vec![0u8; 256];
+        let init = match s.peers[&their_public]
+            .tunn()
+            .format_handshake_initiation(&mut init, false)
+        {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            _ => panic!("no handshake initiation"),
+        };
+        // The peer expects the device's key: it answers only an initiation
+        // made with it.
+        let our_public = PublicKey::from(&StaticSecret::from([1; 32]));
+        let mut theirs = Tunn::new(their_secret, our_public, None, None, 7, None);
+        let mut out = vec![0u8; 256];
+        assert!(
+            matches!(
+                theirs.decapsulate(None, &init, &mut out),
+                TunnResult::WriteToNetwork(_)
+            ),
+            "the initiation was not made with the device's key"
+        );
     }
 }

@@ -109,6 +109,8 @@ pub fn send_loop(shared: &Shared, mut tun: &File) {
         let Some(sock) = s.socket.as_deref() else {
             continue;
         };
+        // Without a private key, packets are read and dropped.
+        let keyed = s.identity.is_some();
         for _ in 0..MAX_BATCH {
             let n = match tun.read(&mut packet) {
                 Ok(n) => n,
@@ -122,6 +124,9 @@ pub fn send_loop(shared: &Shared, mut tun: &File) {
                 }
             };
             let src = &packet[..n];
+            if !keyed {
+                continue;
+            }
             let Some(peer) = Tunn::dst_address(src).and_then(|a| s.route(a)) else {
                 continue;
             };
@@ -253,7 +258,7 @@ fn receive(
 /// Runs every peer's timers once, sending what they ask for.
 pub fn tick(shared: &Shared, buf: &mut [u8]) {
     let s = shared.snapshot();
-    let Some(sock) = s.socket.as_deref() else {
+    let (Some(sock), Some(_)) = (s.socket.as_deref(), &s.identity) else {
         return;
     };
     for peer in s.peers.values() {

@@ -57,22 +57,29 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer of `identity` with a fresh session state.
+    /// A peer of `identity` with a fresh session state. Without an identity
+    /// (no private key yet, as wireguard-go allows) its state holds a
+    /// placeholder key: the datapath leaves it alone until the key is set,
+    /// which gives it the real one.
     pub fn new(
-        identity: &Identity,
+        identity: Option<&Identity>,
         public: [u8; 32],
         index: u32,
         keepalive: u16,
         psk: Option<[u8; 32]>,
         endpoint: Option<SocketAddrV4>,
     ) -> Peer {
+        let (secret, limiter) = match identity {
+            Some(id) => (id.secret.clone(), Some(Arc::clone(&id.limiter))),
+            None => (StaticSecret::from([0; 32]), None),
+        };
         let tunn = Tunn::new(
-            identity.secret.clone(),
+            secret,
             PublicKey::from(public),
             psk,
             (keepalive > 0).then_some(keepalive),
             index,
-            Some(Arc::clone(&identity.limiter)),
+            limiter,
         );
         let peer = Peer {
             public,
@@ -110,7 +117,8 @@ impl Peer {
 /// Everything the datapath reads, as one value.
 #[derive(Clone, Default)]
 pub struct Snapshot {
-    /// The private key and its rate limiter; peers need one.
+    /// The private key and its rate limiter; without one, nothing is sent
+    /// or accepted.
     pub identity: Option<Identity>,
     /// The UDP socket, bound to `listen_port`.
     pub socket: Option<Arc<UdpSocket>>,
@@ -203,7 +211,7 @@ mod tests {
 
     fn peer(id: &Identity, key: u8, index: u32) -> Arc<Peer> {
         let public = PublicKey::from(&StaticSecret::from([key; 32])).to_bytes();
-        Arc::new(Peer::new(id, public, index, 0, None, None))
+        Arc::new(Peer::new(Some(id), public, index, 0, None, None))
     }
 
     #[test]
