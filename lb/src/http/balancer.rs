@@ -54,10 +54,21 @@ pub struct Ctx {
     tried: Vec<SocketAddr>,
     current: Option<ConnGuard>,
     status: Option<u16>,
-    /// The last attempt's failure was a timeout waiting on the backend:
-    /// the client gets 504, not 502 (as on the fast path, and as nginx and
-    /// HAProxy answer).
-    timed_out: bool,
+    /// How the last attempt failed, if one did: the client's answer when no
+    /// retry is left (503 when no backend could be reached, 504 after a
+    /// timeout, else 502), as on the fast path.
+    failed: Option<Failed>,
+}
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failed {
+    /// No connection could be made.
+    Connect,
+    /// The backend took too long.
+    Timeout,
+    /// It failed otherwise (a reset, an early close).
+    Other,
 }
 
 impl Ctx {
@@ -86,7 +97,7 @@ impl ProxyHttp for Balancer {
             tried: Vec::new(),
             current: None,
             status: None,
-            timed_out: false,
+            failed: None,
         }
     }
 
@@ -138,7 +149,20 @@ impl ProxyHttp for Balancer {
             )
         };
         let Some(ep) = l.pool().pick(key, &ctx.tried) else {
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend");
+            // Every backend left was tried: say why the last one failed,
+            // unless none could be reached at all.
+            return match ctx.failed {
+                None | Some(Failed::Connect) => {
+                    Error::e_explain(ErrorType::HTTPStatus(503), "no healthy backend")
+                }
+                Some(Failed::Timeout) => {
+                    Error::e_explain(ErrorType::HTTPStatus(504), "backend timed out")
+                }
+                Some(Failed::Other) => Error::e_explain(
+                    ErrorType::HTTPStatus(502),
+                    "backend failed and no retry is left",
+                ),
+            };
         };
         ctx.picked_at = now;
         let mut peer = HttpPeer::new(ep.addr(), false, String::new());
@@ -267,7 +291,7 @@ impl ProxyHttp for Balancer {
         if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
             l.pool().report_failure(ep);
         }
-        ctx.timed_out = false;
+        ctx.failed = Some(Failed::Connect);
         // Nothing reached the backend: always safe to try another.
         e.set_retry(true);
         e
@@ -281,10 +305,17 @@ impl ProxyHttp for Balancer {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
-        ctx.timed_out = matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        );
+        if *e.esource() == ErrorSource::Downstream {
+            // The client failed (a stalled or cut request body): the backend
+            // is not to blame, and another would fare no better.
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
+        ctx.failed = Some(match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failed::Timeout,
+            _ => Failed::Other,
+        });
         // A reset or timeout from the backend counts against its health.
         if ctx.status.is_none() {
             if let (Ok(l), Some(ep)) = (self.listener(), ctx.endpoint()) {
@@ -306,9 +337,9 @@ impl ProxyHttp for Balancer {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             // Out of retries, or out of time, after a timeout.
-            (ErrorType::HTTPStatus(502), _) if ctx.timed_out => 504,
+            (ErrorType::HTTPStatus(502), _) if ctx.failed == Some(Failed::Timeout) => 504,
             (ErrorType::HTTPStatus(code), _) => *code,
-            (_, ErrorSource::Upstream) if ctx.timed_out => 504,
+            (_, ErrorSource::Upstream) if ctx.failed == Some(Failed::Timeout) => 504,
             (_, ErrorSource::Upstream) => 502,
             // The client is gone: nothing to answer.
             (

@@ -309,6 +309,41 @@ async fn upgraded_connections_pass_through() {
     assert_eq!(&echo, b"\x81\x05hello");
 }
 
+/// The status code answering one raw request on a new connection.
+async fn status_of(to: std::net::SocketAddr, raw: &str) -> u16 {
+    let mut c = TcpStream::connect(to).await.unwrap();
+    c.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+#[tokio::test]
+async fn a_backend_that_times_out_gives_504_to_every_method_on_both_paths() {
+    let b0 = HttpBackend::start("b0");
+    // One backend: a retry of a GET finds none left to try. Never ejected,
+    // so that every request reaches it.
+    let lb = lb_http(&[&b0], &["--read-timeout", "300ms", "--eject-after", "0"]).await;
+    // HTTP/1.1 takes the fast path, HTTP/1.0 pingora's.
+    for version in ["1.1", "1.0"] {
+        for (method, body) in [("GET", ""), ("POST", "hi")] {
+            let raw = format!(
+                "{method} /sleep/3000 HTTP/{version}\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            assert_eq!(
+                status_of(lb.listen, &raw).await,
+                504,
+                "{method} over HTTP/{version}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_total_timeout_bounds_a_slow_backend_with_a_504_on_both_paths() {
     let b0 = HttpBackend::start("b0");

@@ -78,7 +78,7 @@ impl HttpBackend {
         let addr = std_listener.local_addr().unwrap();
         let app = Router::new()
             .route("/status/:code", get(status))
-            .route("/sleep/:ms", get(sleep))
+            .route("/sleep/:ms", get(sleep).post(sleep))
             .fallback(echo)
             .with_state(Arc::clone(&state));
         runtime.spawn(async move {

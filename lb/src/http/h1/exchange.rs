@@ -82,6 +82,14 @@ enum Failure {
 }
 
 impl Failure {
+    /// What the client is told when this was the last attempt.
+    fn answer(&self) -> (u16, &'static str) {
+        match self {
+            Failure::Timeout => (504, "backend timed out"),
+            _ => (502, "backend failed and no retry is left"),
+        }
+    }
+
     /// The same failure once bytes of a response were received: a stale
     /// connection is then simply broken.
     fn after_bytes(self) -> Failure {
@@ -156,11 +164,16 @@ impl Trip<'_> {
         budget.on_request(started);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut fresh = false;
+        let mut last: Option<Failure> = None;
         loop {
             let Some(ep) = pool.pick(req.key, &tried) else {
-                return self
-                    .respond(client, 503, "no healthy backend", req, started)
-                    .await;
+                // Every backend left was tried: say why the last one failed,
+                // unless none could be reached at all.
+                let (status, reason) = match &last {
+                    None | Some(Failure::Connect) => (503, "no healthy backend"),
+                    Some(f) => f.answer(),
+                };
+                return self.respond(client, status, reason, req, started).await;
             };
             let _active = ep.open();
             let picked = Instant::now();
@@ -185,9 +198,11 @@ impl Trip<'_> {
                 _ => {
                     pool.report_error(&ep);
                     if !req.idempotent || matches!(failure, Failure::AfterInterim) {
-                        return self
-                            .respond(client, 502, "backend failed", req, started)
-                            .await;
+                        let (status, reason) = match failure {
+                            Failure::Timeout => (504, "backend timed out"),
+                            _ => (502, "backend failed"),
+                        };
+                        return self.respond(client, status, reason, req, started).await;
                     }
                 }
             }
@@ -197,23 +212,10 @@ impl Trip<'_> {
             let over_time = deadline.is_some_and(|d| now >= d);
             if over_time || tried.len() > self.settings.retries as usize || !budget.try_retry(now) {
                 self.http.stats.retries_denied.fetch_add(1, Relaxed);
-                return match failure {
-                    Failure::Timeout => {
-                        self.respond(client, 504, "backend timed out", req, started)
-                            .await
-                    }
-                    _ => {
-                        self.respond(
-                            client,
-                            502,
-                            "backend failed and no retry is left",
-                            req,
-                            started,
-                        )
-                        .await
-                    }
-                };
+                let (status, reason) = failure.answer();
+                return self.respond(client, status, reason, req, started).await;
             }
+            last = Some(failure);
             self.http.stats.retries.fetch_add(1, Relaxed);
         }
     }

@@ -59,7 +59,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a write to the client may wait for it to read (nginx's
 /// `send_timeout`, HAProxy's `timeout client`): a client that stops reading
 /// a response cannot hold its connection, and the backend's, for ever. Both
-/// paths use it; each write that makes progress starts it anew.
+/// paths use it, per write: here each piece of a response as it is read
+/// from the backend (one read's worth, with the head) has its own limit.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an idle keep-alive connection is kept once the listener shuts
 /// down, for a request the client may already be sending.

@@ -239,7 +239,8 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
     }
 }
 
-/// A plain stop: the listeners close and the DNS servers stop at once, and
+/// A plain stop, once the control plane has stopped: the listeners close
+/// and the DNS servers stop at once, and
 /// the connections the balancers have open get up to `limit` to finish,
 /// unless a second signal (`again`) asks to close them now. Returns the
 /// exit code.
