@@ -17,7 +17,8 @@ use crate::pool::{Pool, PoolConfig};
 use crate::proxy::{Listener, ProxySettings};
 use crate::sockets::Local;
 
-async fn listener(
+/// A listener in HTTP mode on loopback in front of `backend`.
+pub(super) async fn listener(
     backend: std::net::SocketAddr,
     proxy: ProxySettings,
     http: HttpSettings,

@@ -8,15 +8,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 use super::{IDLE_TIMEOUT, REQUEST_TIMEOUT, WRITE_TIMEOUT};
-use crate::backend::Backend;
 use crate::http::HttpSettings;
-use crate::policy::PolicyKind;
-use crate::pool::{Pool, PoolConfig};
 use crate::proxy::{Listener, ProxySettings};
-use crate::sockets::Local;
 
 /// A listener in HTTP mode on loopback; its backend never answers (the
 /// tests never send a whole request).
@@ -27,23 +22,7 @@ async fn listener() -> (SocketAddr, Arc<Listener>) {
 
 /// A listener in HTTP mode on loopback in front of `backend`.
 async fn listener_to(backend: SocketAddr) -> (SocketAddr, Arc<Listener>) {
-    let pool = Pool::new(PoolConfig::new(
-        vec![Backend::new(backend)],
-        PolicyKind::RoundRobin,
-    ))
-    .unwrap();
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let l = Listener::new(
-        "t".into(),
-        addr,
-        pool,
-        ProxySettings::default(),
-        Some(HttpSettings::default()),
-        Arc::new(Local),
-    );
-    tokio::spawn(Arc::clone(&l).serve(tcp, TaskTracker::new()));
-    (addr, l)
+    super::edge_tests::listener(backend, ProxySettings::default(), HttpSettings::default()).await
 }
 
 /// Waits (on the paused clock, `step` at a time, at most `limit`) until
