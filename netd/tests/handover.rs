@@ -402,6 +402,7 @@ fn a_second_agent_without_a_handover_stops_at_the_state_lock() {
             &t.agent.args.iter().map(String::as_str).collect::<Vec<_>>(),
         ),
         args: t.agent.args.clone(),
+        launcher: Vec::new(),
         api: t.agent.api.clone(),
         state: t.agent.state.clone(),
     };

@@ -27,7 +27,10 @@
 //! - [`validate`]: rules between items (overlaps, duplicates, missing namespaces).
 //! - [`mac`]: MAC addresses and the Docker-style derivation from IPv4.
 //! - [`names`]: every name and alias shoal puts into the kernel, node-unique.
-//! - [`netns`]: named namespaces (add/delete without `ip`) and per-namespace workers.
+//! - [`netns`]: named namespaces (add/delete without `ip`, leftovers of a crash
+//!   replaced) and per-namespace workers.
+//! - [`host_mounts`]: joining the mount namespace named namespaces belong in
+//!   (for processes started by `ip netns exec`).
 //! - [`kernel`]: rtnetlink requests, one file per object kind.
 //! - [`state`]: the shape of observed and desired kernel state.
 //! - [`observe`]: reads the current state of a node.
@@ -45,6 +48,7 @@ pub mod config;
 pub mod desired;
 pub mod error;
 pub mod exec;
+pub mod host_mounts;
 pub mod kernel;
 pub mod mac;
 pub mod mesh;

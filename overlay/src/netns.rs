@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statfs::{statfs, NSFS_MAGIC};
 use rtnetlink::Handle;
 use tokio::runtime::Runtime;
 
@@ -70,15 +71,43 @@ impl std::fmt::Display for NsTarget {
     }
 }
 
-/// True if `ns` (a name under /run/netns or a path) exists.
+/// What a path that should name a namespace holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Nothing.
+    Missing,
+    /// A namespace: a bind mount of one, or a `/proc/PID/ns/net` link.
+    Namespace,
+    /// A file with no namespace mounted on it: what a crash between
+    /// creating the file and mounting onto it leaves, or what a mount made
+    /// in another mount namespace looks like from here.
+    Stale,
+}
+
+/// What `path` holds now.
+pub fn entry(path: &Path) -> Entry {
+    match statfs(path) {
+        Ok(fs) if fs.filesystem_type() == NSFS_MAGIC => Entry::Namespace,
+        Ok(_) => Entry::Stale,
+        Err(nix::errno::Errno::ENOENT) => Entry::Missing,
+        Err(_) => Entry::Stale,
+    }
+}
+
+/// True if `ns` (a name under /run/netns or a path) is a namespace. A
+/// file under /run/netns with nothing mounted on it is none.
 pub fn exists(ns: &str) -> bool {
     match NsTarget::from_config(ns) {
-        NsTarget::Path(p) => p.exists(),
+        NsTarget::Path(p) => entry(&p) == Entry::Namespace,
         NsTarget::Current => true,
     }
 }
 
-/// The names under /run/netns starting with `prefix`, sorted.
+/// The namespaces under /run/netns whose names start with `prefix`,
+/// sorted. A file there with that prefix and no namespace mounted on it is
+/// left by a crash: it is removed (logged at warn) and not listed, so the
+/// caller makes the namespace again if it still wants it. Only call this
+/// with a prefix no other process creates names under.
 pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
     let dir = match std::fs::read_dir(NETNS_DIR) {
         Ok(d) => d,
@@ -89,18 +118,44 @@ pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
+        .filter(|n| !remove_if_stale(n))
         .collect();
     out.sort();
     Ok(out)
 }
 
+/// Removes /run/netns/NAME if it is a file with no namespace mounted on
+/// it, logging at warn; true if it was one (removed or not).
+fn remove_if_stale(name: &str) -> bool {
+    let path = Path::new(NETNS_DIR).join(name);
+    if entry(&path) != Entry::Stale {
+        return false;
+    }
+    let _ = umount2(&path, MntFlags::MNT_DETACH);
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::warn!(
+            path = %path.display(),
+            "removed a namespace file with no namespace mounted on it (left by a crash, or mounted in another mount namespace)"
+        ),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = %e,
+            "a namespace file has no namespace mounted on it and cannot be removed"
+        ),
+    }
+    true
+}
+
 /// Creates the named namespace `name`; equals `ip netns add NAME`. A fresh
 /// thread unshares its network namespace and bind-mounts it onto
 /// /run/netns/NAME, which keeps the namespace alive after the thread ends.
+/// Fails if a namespace of that name exists; a file of that name with no
+/// namespace mounted on it (a crash's leftover) is replaced.
 pub fn create(name: &str) -> Result<(), Error> {
     prepare_dir()?;
     let path = Path::new(NETNS_DIR).join(name);
     let what = format!("ip netns add {name}");
+    remove_if_stale(name);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -194,8 +249,15 @@ impl NsWorker {
             .spawn(move || {
                 let setup = move || -> Result<(Runtime, Handle), Error> {
                     if let Some(f) = file {
-                        setns(&f, CloneFlags::CLONE_NEWNET)
-                            .map_err(Error::sys(format!("setns into {setup_label}")))?;
+                        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                            let what = match e {
+                                nix::errno::Errno::EINVAL => format!(
+                                    "setns into {setup_label} (no namespace is mounted on that file)"
+                                ),
+                                _ => format!("setns into {setup_label}"),
+                            };
+                            Error::sys(what)(e)
+                        })?;
                     }
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()

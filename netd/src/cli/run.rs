@@ -54,6 +54,12 @@ pub struct EnterArgs {
 
 /// Enters the container and execs; returns only on failure.
 pub fn enter(a: &EnterArgs) -> i32 {
+    // The agent mounts namespaces among the host's mounts; a client started
+    // in a copy of them (`ip netns exec`) finds them there.
+    if let Err(e) = shoal_overlay::host_mounts::join_host_mounts() {
+        eprintln!("netd: {e}");
+        return 126;
+    }
     let e = crate::container::enter_and_exec(&a.netns, &a.resolv, a.hostname.as_deref(), &a.argv);
     eprintln!("netd: {e}");
     if e.kind() == std::io::ErrorKind::NotFound {

@@ -23,8 +23,9 @@ impl Tasks {
         }
     }
 
-    /// Rewrites `tasks.json` from the registry (a temporary file, then a
-    /// rename), one writer at a time.
+    /// Rewrites `tasks.json` from the registry (a temporary file, synced,
+    /// then a rename, synced), one writer at a time: after a crash or a
+    /// power cut the file is the old one or the new one, never half of one.
     pub(super) fn persist(&self) {
         let _one = self
             .inner
@@ -36,8 +37,7 @@ impl Tasks {
         let tmp = self.inner.dir.join("tasks.json.tmp");
         let body = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
         let result = std::fs::create_dir_all(&self.inner.dir)
-            .and_then(|_| std::fs::write(&tmp, body))
-            .and_then(|_| std::fs::rename(&tmp, &path));
+            .and_then(|_| write_durably(&tmp, &path, &body));
         if let Err(e) = result {
             tracing::error!(file = %path.display(), error = %e, "cannot record tasks");
         }
@@ -84,5 +84,19 @@ impl Tasks {
             self.watch(task);
         }
         self.persist();
+    }
+}
+
+/// Writes `body` to `tmp`, syncs it, renames it onto `path` and syncs the
+/// directory, so the rename itself survives a power cut.
+fn write_durably(tmp: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }

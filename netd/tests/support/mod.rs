@@ -20,6 +20,8 @@ pub struct Agent {
     pub proc: Proc,
     /// Its arguments, to start it again.
     pub args: Vec<String>,
+    /// What it runs under, e.g. `ip netns exec NODE` (empty: nothing).
+    pub launcher: Vec<String>,
     /// `unix://…` of its API.
     pub api: String,
     /// Its state directory.
@@ -30,6 +32,21 @@ impl Agent {
     /// Starts an agent for node `node` (a lab namespace) at `ip`, embedded
     /// store under `dir`, with `extra` flags.
     pub fn start(node: &str, ip: Ipv4Addr, dir: &Path, extra: &[&str]) -> Agent {
+        let mut flags = vec!["--netns", node];
+        flags.extend(extra);
+        Agent::start_under(&[], node, ip, dir, &flags)
+    }
+
+    /// Starts an agent for node `node` as [`Agent::start`] does, but as
+    /// the argument list `launcher` ends (e.g. `ip netns exec NODE`) and
+    /// with no `--netns` of its own: it works in the namespace it runs in.
+    pub fn start_under(
+        launcher: &[&str],
+        node: &str,
+        ip: Ipv4Addr,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Agent {
         let state = dir.join("state");
         let api = format!("unix://{}", dir.join("netd.sock").display());
         let mut args: Vec<String> = [
@@ -37,8 +54,6 @@ impl Agent {
             &api,
             "agent",
             "--node-name",
-            node,
-            "--netns",
             node,
             "--advertise",
             &ip.to_string(),
@@ -51,9 +66,11 @@ impl Agent {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
+        let launcher: Vec<String> = launcher.iter().map(|s| s.to_string()).collect();
         let a = Agent {
-            proc: spawn(&args),
+            proc: spawn(&launcher, &args),
             args,
+            launcher,
             api,
             state,
         };
@@ -82,8 +99,21 @@ impl Agent {
     pub fn restart(&mut self) {
         let (code, err) = self.proc.stop(Duration::from_secs(10));
         assert_eq!(code, Some(0), "agent exit: {err}");
-        self.proc = spawn(&self.args);
+        self.proc = spawn(&self.launcher, &self.args);
         self.wait_ready();
+    }
+
+    /// Kills the agent (SIGKILL, as a crash or the OOM killer would) and
+    /// starts it again with the same flags; the killed one's stderr.
+    pub fn kill_and_start(&mut self) -> String {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.proc.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let (_, err) = self.proc.stop(Duration::from_secs(5));
+        self.proc = spawn(&self.launcher, &self.args);
+        self.wait_ready();
+        err
     }
 
     /// Starts a second agent with the same flags while this one runs: a
@@ -91,8 +121,9 @@ impl Agent {
     /// once the API answers.
     pub fn start_second(&self) -> Agent {
         let a = Agent {
-            proc: spawn(&self.args),
+            proc: spawn(&self.launcher, &self.args),
             args: self.args.clone(),
+            launcher: self.launcher.clone(),
             api: self.api.clone(),
             state: self.state.clone(),
         };
@@ -192,9 +223,11 @@ impl Agent {
     }
 }
 
-fn spawn(args: &[String]) -> Proc {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    Proc::spawn(NETD, &a)
+fn spawn(launcher: &[String], args: &[String]) -> Proc {
+    let mut all: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    all.push(NETD);
+    all.extend(args.iter().map(String::as_str));
+    Proc::spawn(all[0], &all[1..])
 }
 
 /// The lab, a temp dir and one agent on node `n1` (198.18.0.1).

@@ -71,6 +71,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // While the process has one thread: namespaces belong among the host's
+    // mounts, wherever this was started.
+    match shoal_overlay::host_mounts::join_host_mounts() {
+        Ok(true) => {
+            tracing::info!("started in a copy of the host's mount namespace; joined the host's")
+        }
+        Ok(false) => {}
+        Err(e) => {
+            eprintln!("shoal-overlay: {e}; start it with `nsenter --net=...` instead");
+            return ExitCode::FAILURE;
+        }
+    }
     match cli.command {
         Command::Apply { file } => once(&file, |o| o.apply()),
         Command::Diff { file } => once(&file, |o| o.plan()),

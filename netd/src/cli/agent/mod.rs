@@ -173,7 +173,21 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
             return 2;
         }
     }
+    // Before any thread starts: the kernel moves only a single-threaded
+    // process to another mount namespace.
+    let joined = match shoal_overlay::host_mounts::join_host_mounts() {
+        Ok(joined) => joined,
+        Err(e) => {
+            eprintln!(
+                "netd agent: {e}; start it with `nsenter --net=/run/netns/NODE netd agent ...` instead"
+            );
+            return 1;
+        }
+    };
     init_logs(a.log_format);
+    if joined {
+        tracing::info!("started in a copy of the host's mount namespace (as `ip netns exec` makes); joined the host's, so the namespaces it mounts are seen by every process");
+    }
     let runtime = |name: &str| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
