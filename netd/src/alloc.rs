@@ -133,12 +133,12 @@ pub async fn vip(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use crate::store::embedded::EmbeddedStore;
     use std::sync::Arc;
 
     #[tokio::test]
     async fn vnis_are_unique_under_concurrency_and_stable_per_network() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let mut tasks = Vec::new();
         for i in 0..20 {
             let s = Arc::clone(&store);
@@ -173,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn vips_come_from_the_subnet_and_never_collide_with_endpoints() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let net = Ipam {
             network: "front".into(),
             subnet: "10.77.0.0/24".parse().unwrap(),

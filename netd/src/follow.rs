@@ -76,7 +76,7 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use crate::store::embedded::EmbeddedStore;
 
     async fn until(
         rx: &mut watch::Receiver<Arc<Snapshot>>,
@@ -101,7 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_follow_puts_deletes_and_compaction() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         store
             .put("net/front", NET.as_bytes().to_vec(), 0)
             .await
@@ -125,7 +125,7 @@ mod tests {
     /// The real embedded store, with faults on demand: the next `range`
     /// calls fail, and watches end at once.
     struct Faulty {
-        inner: Arc<MemoryStore>,
+        inner: Arc<EmbeddedStore>,
         failing_reads: std::sync::atomic::AtomicU32,
         broken_watches: std::sync::atomic::AtomicBool,
         cut: Arc<tokio::sync::Notify>,
@@ -212,7 +212,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_unreachable_store_keeps_the_last_snapshot_then_resyncs() {
         use std::sync::atomic::Ordering::SeqCst;
-        let inner = MemoryStore::ephemeral();
+        let inner = EmbeddedStore::ephemeral();
         inner
             .put("node/n1", NODE.as_bytes().to_vec(), 0)
             .await

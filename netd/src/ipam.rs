@@ -286,7 +286,7 @@ impl Ipam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::memory::MemoryStore;
+    use crate::store::embedded::EmbeddedStore;
     use std::sync::Arc;
 
     fn net(s: &str) -> Ipv4Net {
@@ -327,10 +327,10 @@ mod tests {
 
     #[tokio::test]
     async fn nodes_allocate_from_their_own_blocks_concurrently() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let mut tasks = Vec::new();
         for n in ["n1", "n2", "n3"] {
-            let store: Arc<MemoryStore> = Arc::clone(&store);
+            let store: Arc<EmbeddedStore> = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 let i = ipam(n, "10.77.0.0/16");
                 let mut got = Vec::new();
@@ -364,7 +364,7 @@ mod tests {
 
     #[tokio::test]
     async fn released_addresses_are_reused_and_exhaustion_is_an_error() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let i = ipam("n1", "10.9.0.0/29"); // .2 to .6: five addresses
         let got: Vec<Ipv4Addr> = {
             let mut v = Vec::new();
@@ -384,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn static_claims_are_checked() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let i = ipam("n1", "10.77.0.0/24");
         let vip: Ipv4Addr = "10.77.0.200".parse().unwrap();
         i.claim(store.as_ref(), vip, "vip:web").await.unwrap();

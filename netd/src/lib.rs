@@ -29,7 +29,7 @@
 //! - [`scheduler`]: replicas netd runs itself, one node per slot, claimed by CAS.
 //! - [`spec`]: what users ask for (network and service specs, updates, short forms).
 //! - [`store`]: the cluster store contract and its two backends, embedded
-//!   ([`store::memory`]) and etcd ([`store::etcd`]).
+//!   ([`store::embedded`]) and etcd ([`store::etcd`]).
 
 pub mod agent;
 pub mod alloc;

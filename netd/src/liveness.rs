@@ -313,7 +313,7 @@ pub async fn keep_alive(
 mod tests {
     use super::*;
     use crate::model::EndpointState;
-    use crate::store::memory::MemoryStore;
+    use crate::store::embedded::EmbeddedStore;
 
     fn node() -> Node {
         Node {
@@ -337,7 +337,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lost_lease_is_replaced_and_everything_reasserted() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let owned = Owned::new(node());
         let ttl = Duration::from_secs(3);
         let (stop_tx, stop) = watch::channel(false);
@@ -369,7 +369,7 @@ mod tests {
 
     #[tokio::test]
     async fn removed_endpoints_stay_removed_after_reregistering() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let owned = Owned::new(node());
         owned
             .register(store.as_ref(), Duration::from_secs(30))
@@ -400,7 +400,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_taken_while_away_is_left_to_its_new_owner() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let owned = Owned::new(node());
         owned
             .register(store.as_ref(), Duration::from_secs(30))
@@ -432,7 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endpoint_newer_than_the_snapshot_is_not_overwritten() {
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         let owned = Owned::new(node());
         let first = owned
             .register(store.as_ref(), Duration::from_secs(30))

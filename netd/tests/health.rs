@@ -10,18 +10,18 @@ use std::time::Duration;
 use common::OneNode;
 use shoal_netd::agent::Agent;
 use shoal_netd::model::{Endpoint, EndpointState};
-use shoal_netd::store::memory::MemoryStore;
+use shoal_netd::store::embedded::EmbeddedStore;
 use shoal_netd::store::Store;
 use shoal_tests::sock;
 
-async fn state(store: &MemoryStore) -> EndpointState {
+async fn state(store: &EmbeddedStore) -> EndpointState {
     let (e, _) = store.range("ep/front/web.1").await.unwrap();
     serde_json::from_slice::<Endpoint>(&e[0].value)
         .unwrap()
         .state
 }
 
-async fn wait_state(store: &MemoryStore, want: EndpointState) {
+async fn wait_state(store: &EmbeddedStore, want: EndpointState) {
     for _ in 0..100 {
         if state(store).await == want {
             return;

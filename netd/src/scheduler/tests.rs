@@ -60,7 +60,7 @@ fn a_replica_that_keeps_exiting_backs_off_and_a_stable_one_restarts_at_once() {
 /// (slots of `web`, each a `sleep` child of this test) taken back as
 /// running tasks.
 struct Fixture {
-    store: Arc<crate::store::memory::MemoryStore>,
+    store: Arc<crate::store::embedded::EmbeddedStore>,
     owned: Arc<Owned>,
     tasks: Tasks,
     children: Vec<std::process::Child>,
@@ -93,8 +93,8 @@ fn web() -> Service {
 }
 
 async fn fixture(claims: &[(u32, &str)]) -> Fixture {
-    use crate::store::memory::MemoryStore;
-    let store = MemoryStore::ephemeral();
+    use crate::store::embedded::EmbeddedStore;
+    let store = EmbeddedStore::ephemeral();
     // n1's claims hang on a lease of an earlier agent.
     let old = store.grant(Duration::from_secs(60)).await.unwrap();
     for (slot, holder) in claims {

@@ -1,7 +1,7 @@
 //! The cluster store: a small key-value contract with revisions, leases,
 //! compare-and-swap and watches from a revision, kept by two backends:
-//! [`memory::MemoryStore`] (embedded, one node, persisted under a state
-//! directory) and [`etcd::EtcdStore`] (etcd v3, a cluster).
+//! [`embedded::EmbeddedStore`] (one node, every write durable in a SQLite
+//! file under the state directory before it is acknowledged) and [`etcd::EtcdStore`] (etcd v3, a cluster).
 //!
 //! The contract is etcd's, reduced to what netd needs, so both backends
 //! behave the same and one conformance suite tests both:
@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub mod embedded;
 pub mod etcd;
-pub mod memory;
 
 /// A store-wide change counter.
 pub type Revision = i64;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_netd::model::Node;
-use shoal_netd::store::memory::MemoryStore;
+use shoal_netd::store::embedded::EmbeddedStore;
 use shoal_netd::store::Store;
 use shoal_netd::translate::Local;
 use shoal_tests::{sock, Lab};
@@ -28,7 +28,7 @@ pub struct OneNode {
     /// The container's namespace.
     pub c1: String,
     /// The store.
-    pub store: Arc<MemoryStore>,
+    pub store: Arc<EmbeddedStore>,
 }
 
 impl OneNode {
@@ -38,7 +38,7 @@ impl OneNode {
         let mut lab = Lab::new();
         let node = lab.node("n1", Ipv4Addr::new(198, 18, 0, 1)).name;
         let c1 = lab.container("c1");
-        let store = MemoryStore::ephemeral();
+        let store = EmbeddedStore::ephemeral();
         store
             .put(
                 "net/front",

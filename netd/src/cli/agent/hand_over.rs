@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::handover::{Key, Listening, Successor};
 use crate::node::DataPlane;
-use crate::store::memory::MemoryStore;
+use crate::store::embedded::EmbeddedStore;
 
 /// What the old agent still holds once its control plane stopped.
 pub(super) struct HandOver {
@@ -21,7 +21,7 @@ pub(super) struct HandOver {
     pub(super) data_plane: DataPlane,
     /// Duplicates of the API's listening sockets.
     pub(super) api: Vec<(Key, OwnedFd)>,
-    pub(super) memory: Option<Weak<MemoryStore>>,
+    pub(super) memory: Option<Weak<EmbeddedStore>>,
 }
 
 impl HandOver {
@@ -39,7 +39,7 @@ impl HandOver {
         if let Some(store) = memory.and_then(|w| w.upgrade()) {
             // Nothing changes it any more; make sure the file is final.
             tracing::warn!("the embedded store outlived the control plane; saving it now");
-            if let Err(e) = store.flush() {
+            if let Err(e) = store.flush().await {
                 tracing::error!(error = %e, "could not save the store");
             }
         }

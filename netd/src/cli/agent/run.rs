@@ -19,19 +19,19 @@ use crate::handover::{self, Inherited, Listening, Predecessor, Successor};
 use crate::model::Node;
 use crate::node::{DataPlane, Plane};
 use crate::scheduler::Scheduler;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{parse_url, EtcdStore};
-use crate::store::memory::MemoryStore;
 use crate::store::Store;
 use crate::tasks::{containers_of, Tasks};
 use crate::translate::Local;
 
 /// The store; for the embedded one also a weak handle, to check that it
 /// is gone (saved) before a successor opens it.
-type Opened = (Arc<dyn Store>, Option<Weak<MemoryStore>>);
+type Opened = (Arc<dyn Store>, Option<Weak<EmbeddedStore>>);
 
 async fn open_store(a: &AgentArgs, stop: &mut watch::Receiver<bool>) -> Option<Opened> {
     if a.store == "embedded" {
-        return match MemoryStore::open(&a.state_dir.join("store")) {
+        return match EmbeddedStore::open(&a.state_dir.join("store")) {
             Ok(s) => {
                 let weak = Arc::downgrade(&s);
                 Some((s, Some(weak)))

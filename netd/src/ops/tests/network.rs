@@ -4,12 +4,12 @@ use std::sync::Arc;
 use super::{keys, net, svc, value};
 use crate::model::{keys as model_keys, Endpoint, EndpointState};
 use crate::ops::*;
-use crate::store::memory::MemoryStore;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::Store;
 
 #[tokio::test]
 async fn overlapping_subnets_are_refused_naming_the_other_network() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let back = create_network(s, net("back", Some("10.77.0.0/16")))
         .await
@@ -39,7 +39,7 @@ async fn overlapping_subnets_are_refused_naming_the_other_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_ten_concurrent_overlapping_creates_exactly_one_succeeds() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let mut tasks = Vec::new();
     for i in 0..10u8 {
         let store = Arc::clone(&store);
@@ -66,7 +66,7 @@ async fn of_ten_concurrent_overlapping_creates_exactly_one_succeeds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn networks_without_a_subnet_get_distinct_24s_from_the_pool() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     create_network(store.as_ref(), net("fixed", Some("10.96.0.0/24")))
         .await
         .unwrap();
@@ -95,7 +95,7 @@ async fn networks_without_a_subnet_get_distinct_24s_from_the_pool() {
 
 #[tokio::test]
 async fn creating_again_is_idempotent_and_a_different_spec_conflicts() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let mut spec = net("front", Some("10.77.0.0/24"));
     spec.mtu = Some(1400);
@@ -117,7 +117,7 @@ async fn creating_again_is_idempotent_and_a_different_spec_conflicts() {
 
 #[tokio::test]
 async fn a_failed_create_leaves_nothing_and_a_retry_works() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let a = create_network(s, net("a", Some("10.1.0.0/24")))
         .await
@@ -136,7 +136,7 @@ async fn a_failed_create_leaves_nothing_and_a_retry_works() {
 
 #[tokio::test]
 async fn a_create_that_stopped_part_way_is_finished_by_a_retry() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     // A reservation with no network (the creator died after reserving).
     s.put("alloc/subnets", br#"{"x":"10.9.0.0/24"}"#.to_vec(), 0)
@@ -160,7 +160,7 @@ async fn a_create_that_stopped_part_way_is_finished_by_a_retry() {
 
 #[tokio::test]
 async fn removal_releases_the_vni_subnet_and_addresses_for_reuse() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let a = create_network(s, net("a", Some("10.1.0.0/24")))
         .await
@@ -191,7 +191,7 @@ async fn removal_releases_the_vni_subnet_and_addresses_for_reuse() {
 
 #[tokio::test]
 async fn removal_is_refused_while_a_service_or_an_endpoint_uses_the_network() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     create_network(s, net("front", Some("10.77.0.0/24")))
         .await
@@ -229,7 +229,7 @@ async fn removal_is_refused_while_a_service_or_an_endpoint_uses_the_network() {
 
 #[tokio::test]
 async fn encrypted_networks_are_refused_not_stored_unbuilt() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let mut spec = net("secret", Some("10.90.0.0/24"));
     spec.encrypted = true;

@@ -5,7 +5,7 @@ use super::{keys, net, svc, value};
 use crate::model::{keys as model_keys, Endpoint, EndpointMode, EndpointState, HealthCheck, Node};
 use crate::ops::*;
 use crate::spec::ServiceUpdate;
-use crate::store::memory::MemoryStore;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::Store;
 
 async fn two_networks(s: &dyn Store) {
@@ -23,7 +23,7 @@ fn ip(s: &str) -> Ipv4Addr {
 
 #[tokio::test]
 async fn vips_are_allocated_released_on_remove_and_reused() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let web = create_service(s, svc("web", &["front", "back"], &[8080]))
@@ -59,7 +59,7 @@ async fn vips_are_allocated_released_on_remove_and_reused() {
 
 #[tokio::test]
 async fn a_given_vip_is_claimed_and_a_taken_one_names_its_service() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let mut db = svc("db", &["front"], &[]);
@@ -91,7 +91,7 @@ async fn a_given_vip_is_claimed_and_a_taken_one_names_its_service() {
 
 #[tokio::test]
 async fn a_taken_published_port_names_the_service_holding_it() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     create_service(s, svc("api", &["front"], &[8080]))
@@ -111,7 +111,7 @@ async fn a_taken_published_port_names_the_service_holding_it() {
 
 #[tokio::test]
 async fn a_failed_update_changes_nothing() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let web = create_service(s, svc("web", &["front"], &[8080]))
@@ -151,7 +151,7 @@ async fn a_failed_update_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_updates_leave_exactly_the_winners_claims() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     two_networks(store.as_ref()).await;
     create_service(store.as_ref(), svc("web", &["front"], &[8000]))
         .await
@@ -178,7 +178,7 @@ async fn concurrent_updates_leave_exactly_the_winners_claims() {
 
 #[tokio::test]
 async fn switching_endpoint_modes_releases_and_allocates_vips() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let web = create_service(s, svc("web", &["front"], &[80]))
@@ -216,7 +216,7 @@ async fn switching_endpoint_modes_releases_and_allocates_vips() {
 
 #[tokio::test]
 async fn scaling_needs_a_command() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     create_service(s, svc("web", &["front"], &[]))
@@ -239,7 +239,7 @@ async fn scaling_needs_a_command() {
 
 #[tokio::test]
 async fn services_are_checked_before_anything_is_written() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let err = create_service(s, svc("web", &["front", "nowhere"], &[]))
@@ -280,7 +280,7 @@ async fn services_are_checked_before_anything_is_written() {
 
 #[tokio::test]
 async fn apply_creates_updates_or_leaves_alone() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     let a = apply_service(s, svc("web", &["front"], &[80]))
@@ -311,7 +311,7 @@ async fn apply_creates_updates_or_leaves_alone() {
 
 #[tokio::test]
 async fn tasks_are_a_services_endpoints_across_networks_by_name() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     two_networks(s).await;
     create_service(s, svc("web", &["front", "back"], &[]))

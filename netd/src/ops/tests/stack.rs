@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::{keys, net, svc};
 use crate::model::{keys as model_keys, Endpoint, EndpointState};
 use crate::ops::*;
-use crate::store::memory::MemoryStore;
+use crate::store::embedded::EmbeddedStore;
 use crate::store::Store;
 
 fn names(items: &[StackItem]) -> Vec<String> {
@@ -15,7 +15,7 @@ fn names(items: &[StackItem]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_deploy_creates_then_is_idempotent_then_updates() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     create_network(s, net("shared", Some("10.5.0.0/24")))
         .await
@@ -56,7 +56,7 @@ async fn a_deploy_creates_then_is_idempotent_then_updates() {
 
 #[tokio::test]
 async fn a_bad_object_anywhere_means_nothing_is_created() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     let nets = vec![net("front", None), net("back", Some("10.6.0.0/24"))];
     let mut bad = svc("worker", &["back"], &[]);
@@ -94,7 +94,7 @@ async fn a_bad_object_anywhere_means_nothing_is_created() {
 
 #[tokio::test]
 async fn ports_held_outside_the_stack_and_foreign_services_are_refused() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     create_network(s, net("shared", Some("10.5.0.0/24")))
         .await
@@ -126,7 +126,7 @@ async fn ports_held_outside_the_stack_and_foreign_services_are_refused() {
 
 #[tokio::test]
 async fn a_failure_while_applying_backs_out_the_whole_deploy() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     // A /29 has five addresses besides the gateway: the sixth VIP fails.
     let nets = vec![net("tiny", Some("10.7.0.0/29"))];
@@ -160,7 +160,7 @@ fn endpoint(net: &str, name: &str, service: Option<&str>) -> (String, Vec<u8>) {
 
 #[tokio::test(start_paused = true)]
 async fn removal_takes_services_then_networks_once_replicas_are_gone() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     deploy_stack(
         s,
@@ -202,7 +202,7 @@ async fn removal_takes_services_then_networks_once_replicas_are_gone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_replica_that_never_leaves_keeps_the_network_and_says_so() {
-    let store = MemoryStore::ephemeral();
+    let store = EmbeddedStore::ephemeral();
     let s = store.as_ref();
     deploy_stack(
         s,
