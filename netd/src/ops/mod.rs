@@ -21,6 +21,7 @@
 //!   and the compare-and-swap commit of a service.
 //! - [`stack`]: deploy and remove stacks (labelled groups of networks and
 //!   services).
+//! - [`gc`]: claims a crash left without an owner, removed at start.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,7 @@ use crate::store::{Revision, Store};
 
 mod claims;
 pub mod error;
+pub mod gc;
 pub mod network;
 pub mod service;
 pub mod stack;

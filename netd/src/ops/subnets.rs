@@ -151,6 +151,11 @@ pub(crate) async fn reserve(
     }
 }
 
+/// Every reservation: network name and subnet.
+pub(crate) async fn reserved(store: &dyn Store) -> Result<Vec<(String, Ipv4Net)>, OpError> {
+    Ok(read(store).await?.0.into_iter().collect())
+}
+
 /// Drops `name`'s reservation if it is still `subnet`.
 pub(crate) async fn release(store: &dyn Store, name: &str, subnet: Ipv4Net) -> Result<(), OpError> {
     loop {

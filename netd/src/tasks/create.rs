@@ -63,7 +63,7 @@ impl Tasks {
         Ok(task)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
         self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -30,11 +30,13 @@
 //! - `process`: step 2, the task's process watched; what it leaves killed.
 //! - `remove`: step 3, ending a task: drain (acknowledgements), stop, clean up.
 //! - `restore`: `tasks.json`, and the tasks an earlier agent left taken back.
+//! - `sweep`: addresses and namespaces a create cut short by a crash left.
 
 mod create;
 mod process;
 mod remove;
 mod restore;
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

@@ -45,7 +45,8 @@ impl Tasks {
 
     /// Takes back the tasks an earlier agent recorded: those whose process
     /// still runs are adopted as they are (their endpoint keeps its state);
-    /// the others are cleaned up.
+    /// the others are cleaned up, and so is what a create cut short left
+    /// (`sweep`).
     pub async fn restore(&self, recorded: BTreeMap<String, Task>) {
         let store = self.inner.store.as_ref();
         for (name, task) in recorded {
@@ -84,6 +85,7 @@ impl Tasks {
             self.watch(task);
         }
         self.persist();
+        self.sweep().await;
     }
 }
 

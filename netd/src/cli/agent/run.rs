@@ -139,6 +139,17 @@ pub(super) async fn run(
     let Some((store, memory)) = open_store(a, &mut stop.clone()).await else {
         return Ended::Stopped(1);
     };
+    if memory.is_some() {
+        // Nothing else writes the embedded store before the API serves.
+        match crate::ops::gc::collect_garbage(store.as_ref()).await {
+            Ok(removed) => {
+                for what in removed {
+                    tracing::warn!(claim = %what, "removed a claim nothing owns (an operation a crash cut short)");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not look for claims a crash left"),
+        }
+    }
     let recorded = Tasks::load(&a.state_dir);
     let local = Local {
         node: a.node_name.clone(),

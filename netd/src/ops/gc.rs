@@ -1,0 +1,92 @@
+//! Claims no stored object owns, as an operation cut short by a crash
+//! leaves them: a subnet reserved or a VNI, published port or VIP claimed
+//! for a network or service whose own key was never written, or whose
+//! removal stopped half way; addresses of a network that is gone.
+//!
+//! [`collect_garbage`] removes them. An agent on the embedded store calls
+//! it at start, before its API serves: nothing else writes then, so no
+//! claim of an operation still in flight can be mistaken for garbage. (On
+//! etcd other nodes write at any time, so it is not called there.)
+//! Addresses of this node's tasks are the tasks' own sweep (`tasks`).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use crate::alloc::VIP_OWNER;
+use crate::model::{EndpointMode, Network, Service};
+use crate::store::Store;
+
+use super::claims::{self, published};
+use super::{list_json, subnets, OpError};
+
+/// Removes every claim no stored network or service owns; returns a line
+/// per claim removed.
+pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> {
+    let nets = claims::networks(store).await?;
+    let svcs: BTreeMap<String, Service> = list_json::<Service>(store, "svc/")
+        .await?
+        .into_iter()
+        .map(|(_, s)| (s.name.clone(), s))
+        .collect();
+    let mut removed = Vec::new();
+
+    for (name, subnet) in subnets::reserved(store).await? {
+        if nets.get(&name).is_none_or(|n| n.subnet != subnet) {
+            subnets::release(store, &name, subnet).await?;
+            removed.push(format!("subnet {subnet} reserved for network `{name}`"));
+        }
+    }
+    let (vnis, _) = store.range("alloc/vni/").await?;
+    for e in vnis {
+        let owner = String::from_utf8_lossy(&e.value).into_owned();
+        let vni: Option<u32> = e.key.rsplit('/').next().and_then(|v| v.parse().ok());
+        if nets.get(&owner).is_none_or(|n| Some(n.vni) != vni) {
+            store.delete_if(&e.key, e.mod_revision).await?;
+            removed.push(format!("{} held for network `{owner}`", e.key));
+        }
+    }
+    let (ports, _) = store.range("alloc/port/").await?;
+    for e in ports {
+        let owner = String::from_utf8_lossy(&e.value).into_owned();
+        let port: Option<u16> = e.key.rsplit('/').next().and_then(|p| p.parse().ok());
+        let owned = svcs
+            .get(&owner)
+            .zip(port)
+            .is_some_and(|(s, p)| published(s).contains(&p));
+        if !owned {
+            store.delete_if(&e.key, e.mod_revision).await?;
+            removed.push(format!("{} held for service `{owner}`", e.key));
+        }
+    }
+    let (ipam, _) = store.range("ipam/").await?;
+    let vip_prefix = format!("{VIP_OWNER}/vip:");
+    for e in ipam {
+        let mut parts = e.key.split('/');
+        let (Some(_), Some(net)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(network) = nets.get(net) else {
+            store.delete_if(&e.key, e.mod_revision).await?;
+            removed.push(format!("{} of network `{net}`, which is gone", e.key));
+            continue;
+        };
+        let value = String::from_utf8_lossy(&e.value);
+        let Some(svc) = value.strip_prefix(&vip_prefix) else {
+            continue;
+        };
+        let addr: Option<Ipv4Addr> = e.key.rsplit('/').next().and_then(|a| a.parse().ok());
+        if svcs.get(svc).is_none_or(|s| vip_of(s, network) != addr) {
+            store.delete_if(&e.key, e.mod_revision).await?;
+            removed.push(format!("VIP {} held for service `{svc}`", e.key));
+        }
+    }
+    Ok(removed)
+}
+
+/// The VIP `svc` has on `net`, if any.
+fn vip_of(svc: &Service, net: &Network) -> Option<Ipv4Addr> {
+    if svc.endpoint_mode != EndpointMode::Vip {
+        return None;
+    }
+    svc.networks.get(&net.name).copied().flatten()
+}
