@@ -8,7 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,11 +16,9 @@ use ipnet::Ipv4Net;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use shoal_tests::Lab;
-use support::{http_exchange, wait_for, Agent};
+use support::{http_exchange, wait_for, Agent, Bare, NODE_IP};
 
 const KILLS: usize = 200;
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
 /// One API call: `None` when the connection failed (the agent died).
 fn call(socket: &Path, method: &str, path: &str, body: &Value) -> Option<(u16, Value)> {
@@ -343,24 +340,21 @@ fn verify(socket: &Path, state: &Path, node: &str, m: &mut Model, round: usize) 
         .map(|(n, v)| (n.clone(), v["subnet"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(subnets, want, "{ctx}: subnet reservations");
-    let vnis: BTreeMap<String, String> = kv
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("alloc/vni/")?.to_string(), v.clone())))
-        .collect();
-    let want: BTreeMap<String, String> = nets
-        .iter()
-        .map(|(n, v)| (v["vni"].to_string(), n.clone()))
-        .collect();
-    assert_eq!(vnis, want, "{ctx}: VNIs, one per network");
-    let ports: BTreeMap<String, String> = kv
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix("alloc/port/")?.to_string(), v.clone())))
-        .collect();
-    let want: BTreeMap<String, String> = svcs
-        .iter()
-        .map(|(s, v)| (v["ports"][0]["published"].to_string(), s.clone()))
-        .collect();
-    assert_eq!(ports, want, "{ctx}: published ports, one per service");
+    // Claims keyed by what they claim, holding their owner's name.
+    let claims =
+        |prefix: &str, owners: &BTreeMap<String, Value>, claim: &dyn Fn(&Value) -> String| {
+            let held: BTreeMap<String, String> = kv
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+                .collect();
+            let want: BTreeMap<String, String> =
+                owners.iter().map(|(n, v)| (claim(v), n.clone())).collect();
+            assert_eq!(held, want, "{ctx}: {prefix}*, one per owner");
+        };
+    claims("alloc/vni/", &nets, &|v| v["vni"].to_string());
+    claims("alloc/port/", &svcs, &|v| {
+        v["ports"][0]["published"].to_string()
+    });
     let vips: BTreeSet<(String, String)> = kv
         .iter()
         .filter(|(_, v)| v.starts_with("cluster-vips/vip:"))
@@ -455,11 +449,9 @@ fn verify(socket: &Path, state: &Path, node: &str, m: &mut Model, round: usize) 
 
 #[test]
 fn acknowledged_changes_survive_200_kills_at_random_moments() {
-    let mut lab = Lab::new();
-    let node = lab.node("n1", NODE_IP).name;
-    let dir = std::env::temp_dir().join(format!("netd-test-{}", lab.prefix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut agent = Agent::start(&node, NODE_IP, &dir, &[]);
+    let t = Bare::make();
+    let node = t.node.clone();
+    let mut agent = Agent::start(&node, NODE_IP, &t.dir, &[]);
     let socket = agent.socket();
     let seed: u64 = std::env::var("SHOAL_CRASH_SEED")
         .ok()
@@ -503,5 +495,4 @@ fn acknowledged_changes_survive_200_kills_at_random_moments() {
         "too few kills hit a change in flight: {unknown}"
     );
     let _ = agent.proc.stop(Duration::from_secs(10));
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,7 +13,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -101,6 +101,7 @@ fn finish(mut s: TcpStream) -> std::io::Result<()> {
 /// then closed from this side. Yields how many echoes it made.
 struct Flow {
     stop: Arc<AtomicBool>,
+    echoes: Arc<AtomicU64>,
     thread: JoinHandle<Result<u64, String>>,
 }
 
@@ -110,18 +111,36 @@ impl Flow {
         echo(&mut s, name.as_bytes()).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
+        let echoes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&echoes);
         let thread = std::thread::spawn(move || {
             let mut n = 0;
             while !stopped.load(Ordering::Relaxed) {
                 echo(&mut s, format!("{name} {n}").as_bytes())
                     .map_err(|e| format!("{name}: echo {n} failed: {e}"))?;
                 n += 1;
+                counted.store(n, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
             finish(s).map_err(|e| format!("{name}: closing after {n} echoes: {e}"))?;
             Ok(n)
         });
-        Flow { stop, thread }
+        Flow {
+            stop,
+            echoes,
+            thread,
+        }
+    }
+
+    /// Waits until `more` further round trips have gone through the
+    /// connection: whoever serves it is alive and serving it now.
+    fn wait_echoes(&self, more: u64) {
+        let from = self.echoes.load(Ordering::Relaxed);
+        wait_for(
+            "more echoes on an open flow",
+            Duration::from_secs(10),
+            || self.echoes.load(Ordering::Relaxed) >= from + more,
+        );
     }
 
     fn close(self) -> Result<u64, String> {
@@ -134,6 +153,7 @@ impl Flow {
 /// the failures seen.
 struct Churn {
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
     thread: JoinHandle<(u64, Vec<String>)>,
 }
 
@@ -145,6 +165,8 @@ impl Churn {
     ) -> Churn {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
+        let done = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&done);
         let work = move || {
             let (mut ok, mut failed) = (0, Vec::new());
             while !stopped.load(Ordering::Relaxed) {
@@ -152,6 +174,7 @@ impl Churn {
                     Ok(()) => ok += 1,
                     Err(e) => failed.push(format!("{what}: {e}")),
                 }
+                counted.fetch_add(1, Ordering::Relaxed);
             }
             (ok, failed)
         };
@@ -159,7 +182,16 @@ impl Churn {
             Some(ns) => std::thread::spawn(move || sock::in_netns(&ns, work)),
             None => std::thread::spawn(work),
         };
-        Churn { stop, thread }
+        Churn { stop, done, thread }
+    }
+
+    /// Waits until `more` further attempts have been made (each counted
+    /// as a success or a failure by `stop`).
+    fn wait_attempts(&self, more: u64) {
+        let from = self.done.load(Ordering::Relaxed);
+        wait_for("more attempts", Duration::from_secs(20), || {
+            self.done.load(Ordering::Relaxed) >= from + more
+        });
     }
 
     fn stop(self) -> (u64, Vec<String>) {
@@ -254,7 +286,9 @@ fn a_graceful_restart_drops_no_connection() {
             }
         }),
     ];
-    std::thread::sleep(Duration::from_millis(500));
+    for c in &churn {
+        c.wait_attempts(5);
+    }
 
     // The graceful restart.
     let handover_sock = t.agent.state.join("handover.sock");
@@ -276,8 +310,10 @@ fn a_graceful_restart_drops_no_connection() {
         "the new agent took over {took:?} after it started ({:?} in all)",
         started.elapsed()
     );
-    std::thread::sleep(Duration::from_millis(500));
-    // The old agent drains: it stays while its connections are open.
+    // The old agent drains: it stays, serving its connections.
+    for f in &flows {
+        f.wait_echoes(10);
+    }
     assert!(!old.exited(), "the old agent left with connections open");
     for f in flows {
         let echoes = f
@@ -295,7 +331,9 @@ fn a_graceful_restart_drops_no_connection() {
     assert!(log.contains("drained; exiting"), "old agent: {log}");
 
     // The new agent alone, for a while.
-    std::thread::sleep(Duration::from_secs(1));
+    for c in &churn {
+        c.wait_attempts(5);
+    }
     for c in churn {
         let (ok, failed) = c.stop();
         assert!(
@@ -442,15 +480,16 @@ fn a_stop_refuses_new_connections_and_drains_open_ones_until_a_second_signal() {
         Duration::from_secs(10),
         || sock::connect(&t.node, published, None).is_err(),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Refusing new connections, it still serves the open ones.
+    first.wait_echoes(10);
     assert!(!t.agent.exited(), "the agent left with connections open");
     let echoes = first
         .close()
         .unwrap_or_else(|e| panic!("a connection broke while draining: {e}"));
     assert!(echoes > 10, "{echoes} echoes");
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(!t.agent.exited(), "the agent left with a connection open");
+    // With one connection closed, the other is still served.
     echo(&mut second, b"still draining").expect("the open connection broke while draining");
+    assert!(!t.agent.exited(), "the agent left with a connection open");
 
     // A second signal closes what is still open, at once.
     t.agent.proc.signal(nix::sys::signal::Signal::SIGTERM);

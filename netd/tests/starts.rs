@@ -9,46 +9,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use shoal_overlay::netns::{self, Entry};
-use shoal_tests::{Lab, Proc};
-use support::{http_replica, replicas_seen, wait_for, Agent, NETD};
+use shoal_tests::Proc;
+use support::{http_replica, replicas_seen, wait_for, Agent, Bare, NETD};
 
-const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-
-/// A lab with node `n1` and a temp dir; the agent is the test's to start.
-struct Bare {
-    node: String,
-    dir: PathBuf,
-    lab: Lab,
-}
-
-impl Bare {
-    fn new() -> Bare {
-        let mut lab = Lab::new();
-        let node = lab.node("n1", NODE_IP).name;
-        let dir = std::env::temp_dir().join(format!("netd-test-{}", lab.prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Bare { node, dir, lab }
-    }
-
-    fn task_ns(&self, name: &str) -> String {
-        format!("shoal-t.{}.{name}", self.node)
-    }
-
-    fn sandbox(&self, network: &str) -> String {
-        format!("shoal.{}.{network}", self.node)
-    }
-}
-
-impl Drop for Bare {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.lab;
-    }
-}
+use support::NODE_IP;
 
 /// Stops the agent first when dropped (it writes its state until it stops).
 struct Running(Agent);
@@ -121,7 +89,7 @@ fn assert_all_mounted(t: &Bare) {
 
 #[test]
 fn an_agent_started_with_ip_netns_exec_serves_and_so_does_the_next() {
-    let t = Bare::new();
+    let t = Bare::make();
     let launcher = ["ip", "netns", "exec", t.node.as_str()];
     let mut a = Running(Agent::start_under(&launcher, &t.node, NODE_IP, &t.dir, &[]));
     create_web(&a.0);
@@ -152,7 +120,7 @@ fn an_agent_started_with_ip_netns_exec_serves_and_so_does_the_next() {
 
 #[test]
 fn namespace_files_with_nothing_mounted_are_replaced_not_fatal() {
-    let t = Bare::new();
+    let t = Bare::make();
     // What a crash between creating the file and mounting onto it leaves
     // (or an agent whose mounts were private to it): empty files named like
     // a sandbox and like a task's namespace.
@@ -176,7 +144,7 @@ fn namespace_files_with_nothing_mounted_are_replaced_not_fatal() {
 
 #[test]
 fn an_agent_killed_while_serving_leaves_nothing_that_breaks_the_next() {
-    let t = Bare::new();
+    let t = Bare::make();
     let mut a = Running(Agent::start(&t.node, NODE_IP, &t.dir, &[]));
     create_web(&a.0);
     let _r1 = http_replica(&a.0, &t.dir, "front", "web", "web.1");

@@ -166,6 +166,7 @@ mod tests {
     /// `SHOAL_ENTER_TEST` set to NETNS, RESOLV, HOSTNAME, ARGV... separated
     /// by 0x1f; this enters and execs, or prints the error and exits 121.
     #[test]
+    #[ignore = "not a test: the child process the other tests run (with --ignored)"]
     fn enter_helper() {
         let Ok(spec) = std::env::var(HELPER_ENV) else {
             return;
@@ -197,6 +198,7 @@ mod tests {
             .args([
                 "container::enter::tests::enter_helper",
                 "--exact",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
                 "-q",

@@ -230,6 +230,47 @@ fn spawn(launcher: &[String], args: &[String]) -> Proc {
     Proc::spawn(all[0], &all[1..])
 }
 
+/// The address of node `n1` in the lab.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// A lab with node `n1` and a temp dir; the agent is the test's to start.
+pub struct Bare {
+    /// The node's namespace.
+    pub node: String,
+    /// Temp files (removed on drop).
+    pub dir: PathBuf,
+    /// The namespaces (removed on drop).
+    pub lab: Lab,
+}
+
+impl Bare {
+    /// Makes them.
+    pub fn make() -> Bare {
+        let mut lab = Lab::new();
+        let node = lab.node("n1", NODE_IP).name;
+        let dir = std::env::temp_dir().join(format!("netd-test-{}", lab.prefix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Bare { node, dir, lab }
+    }
+
+    /// The namespace of task `name` on this node.
+    pub fn task_ns(&self, name: &str) -> String {
+        format!("shoal-t.{}.{name}", self.node)
+    }
+
+    /// The sandbox of `network` on this node.
+    pub fn sandbox(&self, network: &str) -> String {
+        format!("shoal.{}.{network}", self.node)
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = &self.lab;
+    }
+}
+
 /// The lab, a temp dir and one agent on node `n1` (198.18.0.1).
 pub struct AgentNode {
     /// The agent.
