@@ -77,8 +77,8 @@ impl HttpBackend {
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let app = Router::new()
-            .route("/status/:code", get(status))
-            .route("/sleep/:ms", get(sleep).post(sleep))
+            .route("/status/{code}", get(status))
+            .route("/sleep/{ms}", get(sleep).post(sleep))
             .fallback(echo)
             .with_state(Arc::clone(&state));
         runtime.spawn(async move {
