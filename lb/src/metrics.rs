@@ -15,7 +15,10 @@ use crate::http::stats::Histogram;
 use crate::pool::HealthState;
 use crate::proxy::Listener;
 
-struct Family {
+/// One metric family in Prometheus text: its `HELP` and `TYPE` lines and
+/// its samples. The one writer of the format for shoal-lb and netd alike.
+#[derive(Debug)]
+pub struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
@@ -23,7 +26,8 @@ struct Family {
 }
 
 impl Family {
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
+    /// A family `name` of `kind` (`counter`, `gauge`, `histogram`).
+    pub fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
         Family {
             name,
             kind,
@@ -32,13 +36,29 @@ impl Family {
         }
     }
 
-    fn add(&mut self, labels: &str, value: impl std::fmt::Display) {
-        let _ = writeln!(self.samples, "{}{{{labels}}} {value}", self.name);
+    /// Adds a sample; `labels` is `k="v",...` (values escaped with
+    /// [`esc`]) or empty.
+    pub fn add(&mut self, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.samples, "{} {value}", self.name);
+        } else {
+            let _ = writeln!(self.samples, "{}{{{labels}}} {value}", self.name);
+        }
+    }
+
+    /// Appends the family, announced once, to `out`.
+    pub fn write_to(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            self.name, self.help, self.name, self.kind
+        );
+        out.push_str(&self.samples);
     }
 }
 
 /// Escapes a label value.
-fn esc(v: &str) -> String {
+pub fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -302,12 +322,7 @@ pub fn render(listeners: &[Arc<Listener>]) -> String {
     }
     let mut out = String::new();
     for f in &fams {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {}",
-            f.name, f.help, f.name, f.kind
-        );
-        out.push_str(&f.samples);
+        f.write_to(&mut out);
     }
     out
 }

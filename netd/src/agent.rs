@@ -67,17 +67,28 @@ pub struct Stats {
 impl Stats {
     /// Prometheus text for these counters.
     pub fn render(&self, applied: Revision) -> String {
-        format!(
-            "# HELP netd_reconciles_total Reconciles by result.\n# TYPE netd_reconciles_total counter\n\
-             netd_reconciles_total{{result=\"ok\"}} {}\nnetd_reconciles_total{{result=\"error\"}} {}\n\
-             # HELP netd_reconcile_last_seconds How long the last successful reconcile took.\n# TYPE netd_reconcile_last_seconds gauge\n\
-             netd_reconcile_last_seconds {}\n\
-             # HELP netd_applied_revision The store revision this node has applied.\n# TYPE netd_applied_revision gauge\n\
-             netd_applied_revision {applied}\n",
-            self.reconciles.load(Ordering::Relaxed),
-            self.failures.load(Ordering::Relaxed),
-            self.last_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        )
+        use shoal_lb::metrics::Family;
+        let mut reconciles =
+            Family::new("netd_reconciles_total", "counter", "Reconciles by result.");
+        reconciles.add("result=\"ok\"", self.reconciles.load(Ordering::Relaxed));
+        reconciles.add("result=\"error\"", self.failures.load(Ordering::Relaxed));
+        let mut last = Family::new(
+            "netd_reconcile_last_seconds",
+            "gauge",
+            "How long the last successful reconcile took.",
+        );
+        last.add("", self.last_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let mut revision = Family::new(
+            "netd_applied_revision",
+            "gauge",
+            "The store revision this node has applied.",
+        );
+        revision.add("", applied);
+        let mut out = String::new();
+        for f in [reconciles, last, revision] {
+            f.write_to(&mut out);
+        }
+        out
     }
 }
 

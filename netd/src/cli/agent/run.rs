@@ -200,10 +200,10 @@ pub(super) async fn run(
         let tasks = tasks.clone();
         Arc::new(move || {
             let mut out = stats.render(*applied.borrow());
-            out.push_str(&format!(
-                "# HELP netd_tasks Tasks on this node.\n# TYPE netd_tasks gauge\nnetd_tasks {}\n",
-                tasks.list().len()
-            ));
+            let mut gauge =
+                shoal_lb::metrics::Family::new("netd_tasks", "gauge", "Tasks on this node.");
+            gauge.add("", tasks.list().len());
+            gauge.write_to(&mut out);
             if let Some(rt) = lb.get() {
                 out.push_str(&shoal_lb::metrics::render(&rt.listeners()));
             }
