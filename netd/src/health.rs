@@ -17,7 +17,7 @@ use shoal_lb::sockets::Sockets;
 use tokio::task::JoinHandle;
 
 use crate::liveness::Owned;
-use crate::model::{keys, Endpoint, EndpointState, HealthCheck, Snapshot};
+use crate::model::{keys, Endpoint, EndpointState, HealthCheck, Probe, Snapshot};
 use crate::store::Store;
 
 /// A running checker: what it checks, and its task.
@@ -165,7 +165,7 @@ async fn run(
     addr: Option<SocketAddr>,
     sockets: Arc<dyn Sockets>,
 ) {
-    if let (Check::None, Some(addr)) = (&check.check, addr) {
+    if let (Probe::None, Some(addr)) = (&check.check, addr) {
         // No check: healthy once its port first accepts (not before its
         // process even listens), then left alone.
         let settings = HealthSettings {
@@ -180,7 +180,7 @@ async fn run(
             tokio::time::sleep(settings.interval).await;
         }
     }
-    let Some(addr) = addr.filter(|_| check.check != Check::None) else {
+    let Some(addr) = addr.filter(|_| check.check != Probe::None) else {
         set_state(
             store.as_ref(),
             owned.as_deref(),
@@ -193,7 +193,7 @@ async fn run(
         return;
     };
     let settings = HealthSettings {
-        check: check.check.clone(),
+        check: crate::translate::lb::check(&check.check),
         interval: Duration::from_millis(check.interval_ms.max(10)),
         timeout: Duration::from_millis(check.timeout_ms.max(10)),
         rise: check.rise.max(1),

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use crate::model::Policy;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use shoal_lb::PolicyKind;
 
 use crate::model::{ClientAddress, EndpointMode, HealthCheck, Port, PortMode};
 
@@ -52,7 +52,7 @@ pub struct ServiceUpdate {
     pub ports: Option<Vec<Port>>,
     /// New balancing policy.
     #[serde(default)]
-    pub policy: Option<PolicyKind>,
+    pub policy: Option<Policy>,
     /// New health check.
     #[serde(default)]
     pub health: Option<HealthCheck>,

@@ -1,7 +1,7 @@
 //! The files under examples/ stay valid: the demo's stack parses with no
 //! warning and means what the demo says.
 
-use shoal_lb::PolicyKind;
+use shoal_netd::model::Policy;
 use shoal_netd::model::PortMode;
 
 #[test]
@@ -16,7 +16,7 @@ fn the_demo_stack_parses_cleanly() {
     );
     let web = stack.services.iter().find(|s| s.name == "web").unwrap();
     assert_eq!(web.replicas, 4);
-    assert_eq!(web.policy, PolicyKind::RoundRobin);
+    assert_eq!(web.policy, Policy::RoundRobin);
     assert_eq!(web.ports[0].published, Some(8080));
     assert_eq!(web.ports[0].mode, PortMode::Http);
     assert_eq!(web.command, ["python3", "examples/web.py", "8000"]);

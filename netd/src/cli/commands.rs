@@ -192,7 +192,7 @@ async fn service(c: &Client, f: Format, cmd: &ServiceCmd) -> Done {
                 networks: networks.iter().map(|n| (n.clone(), None)).collect(),
                 ports: ports(opts),
                 endpoint_mode: endpoint_mode.unwrap_or_default(),
-                policy: opts.policy.unwrap_or(shoal_lb::PolicyKind::RoundRobin),
+                policy: opts.policy.unwrap_or(crate::model::Policy::RoundRobin),
                 health: health(opts, None).unwrap_or_default(),
                 client_address: opts.client_address.unwrap_or_default(),
                 replicas: opts.replicas.unwrap_or(u32::from(!opts.command.is_empty())),

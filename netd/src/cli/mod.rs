@@ -127,13 +127,13 @@ pub struct ServiceOpts {
     /// A port served on the VIP only, TARGET[/tcp|/http] (repeatable).
     #[arg(long = "port", value_parser = parse_port)]
     pub port: Vec<crate::model::Port>,
-    /// Balancing policy (round-robin, weighted-round-robin, least-conn,
+    /// Balancing policy (round-robin, weighted, least-conn,
     /// p2c, peak-ewma, random, maglev, ring-hash).
     #[arg(long)]
-    pub policy: Option<shoal_lb::PolicyKind>,
+    pub policy: Option<crate::model::Policy>,
     /// Health check of replicas: none, tcp or http:/path.
     #[arg(long)]
-    pub health: Option<shoal_lb::health::Check>,
+    pub health: Option<crate::model::Probe>,
     /// Time between checks (e.g. 1s, 500ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub health_interval: Option<std::time::Duration>,

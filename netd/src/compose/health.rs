@@ -2,7 +2,7 @@
 //! from the `shoal.health` label, since the block's `test` would run inside
 //! a container image netd does not have.
 
-use shoal_lb::health::Check;
+use crate::model::Probe;
 
 use super::words::duration_ms;
 use super::yaml::{self, fail, key_path, Cx, Node};
@@ -13,11 +13,11 @@ use crate::model::HealthCheck;
 pub(super) fn parse(
     node: &Node,
     path: &str,
-    label: Option<Check>,
+    label: Option<Probe>,
     cx: &mut Cx,
 ) -> Result<HealthCheck, ComposeError> {
     let mut h = HealthCheck {
-        check: label.unwrap_or(Check::Tcp),
+        check: label.unwrap_or(Probe::Tcp),
         ..HealthCheck::default()
     };
     let mut disabled = false;
@@ -47,7 +47,7 @@ pub(super) fn parse(
         _ => {}
     }
     if disabled {
-        h.check = Check::None;
+        h.check = Probe::None;
     }
     Ok(h)
 }

@@ -3,9 +3,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use shoal_lb::health::Check;
-use shoal_lb::policy::UnknownPolicy;
-use shoal_lb::PolicyKind;
+use crate::model::choices::UnknownPolicy;
+use crate::model::Policy;
+use crate::model::Probe;
 
 use super::yaml::{self, fail, index_path, key_path, shown, Cx, Node};
 use super::ComposeError;
@@ -80,10 +80,10 @@ pub(super) fn to_map(labels: Vec<Label>) -> BTreeMap<String, String> {
 /// What the `shoal.*` labels of a service chose.
 #[derive(Debug, Default)]
 pub(super) struct Shoal {
-    pub policy: Option<PolicyKind>,
+    pub policy: Option<Policy>,
     pub mode: Option<PortMode>,
     pub client_address: Option<ClientAddress>,
-    pub health: Option<Check>,
+    pub health: Option<Probe>,
 }
 
 /// Takes the `shoal.*` labels out of `labels` (the others stay), checking
@@ -95,7 +95,7 @@ pub(super) fn take_shoal(labels: &mut Vec<Label>, cx: &mut Cx) -> Result<Shoal, 
         let bad = |what: String| fail(l.node, &l.path, what);
         match l.key.as_str() {
             "shoal.lb.policy" => {
-                let p = l.value.parse::<PolicyKind>();
+                let p = l.value.parse::<Policy>();
                 shoal.policy =
                     Some(p.map_err(|_| bad(UnknownPolicy(shown(&l.value)).to_string()))?);
             }
@@ -125,7 +125,7 @@ pub(super) fn take_shoal(labels: &mut Vec<Label>, cx: &mut Cx) -> Result<Shoal, 
                 });
             }
             "shoal.health" => {
-                let c = l.value.parse::<Check>();
+                let c = l.value.parse::<Probe>();
                 shoal.health = Some(c.map_err(|_| {
                     bad(format!(
                         "shoal.health `{}`: expected none, tcp or http:/PATH",

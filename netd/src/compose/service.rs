@@ -26,7 +26,7 @@ pub(super) fn parse(
         networks: BTreeMap::new(),
         ports: Vec::new(),
         endpoint_mode: EndpointMode::Vip,
-        policy: shoal_lb::PolicyKind::RoundRobin,
+        policy: crate::model::Policy::RoundRobin,
         health: HealthCheck::default(),
         client_address: ClientAddress::None,
         replicas: 0,
@@ -153,7 +153,7 @@ fn apply(
     service.health = match healthcheck {
         Some((node, at)) => health::parse(node, &at, shoal.health, cx)?,
         None => HealthCheck {
-            check: shoal.health.unwrap_or(shoal_lb::health::Check::None),
+            check: shoal.health.unwrap_or(crate::model::Probe::None),
             ..HealthCheck::default()
         },
     };

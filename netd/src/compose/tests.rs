@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
-use shoal_lb::health::Check;
-use shoal_lb::PolicyKind;
+use crate::model::Policy;
+use crate::model::Probe;
 
 use super::*;
 use crate::model::{ClientAddress, EndpointMode, HealthCheck, PortMode};
@@ -80,7 +80,7 @@ fn a_full_file_with_two_services_and_networks() {
     assert_eq!(web.command, ["python3", "-m", "http.server", "8000"]);
     assert_eq!(web.replicas, 3);
     assert_eq!(web.networks, BTreeMap::from([("front".into(), None)]));
-    assert_eq!(web.policy, PolicyKind::LeastConn);
+    assert_eq!(web.policy, Policy::LeastConn);
     assert_eq!(web.client_address, ClientAddress::Forwarded);
     let p = &web.ports[0];
     assert_eq!(
@@ -90,7 +90,7 @@ fn a_full_file_with_two_services_and_networks() {
     let h = &web.health;
     assert_eq!(
         h.check,
-        Check::Http {
+        Probe::Http {
             path: "/healthz".into()
         }
     );
@@ -102,8 +102,8 @@ fn a_full_file_with_two_services_and_networks() {
     assert_eq!(cache.replicas, 1, "a command means one replica by default");
     assert_eq!(cache.endpoint_mode, EndpointMode::Dnsrr);
     assert_eq!(cache.networks.len(), 2);
-    assert_eq!(cache.health.check, Check::None);
-    assert_eq!(cache.policy, PolicyKind::RoundRobin);
+    assert_eq!(cache.health.check, Probe::None);
+    assert_eq!(cache.policy, Policy::RoundRobin);
 }
 
 #[test]
@@ -177,7 +177,7 @@ services:
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(s.labels, want);
-        assert_eq!(s.policy, PolicyKind::Maglev);
+        assert_eq!(s.policy, Policy::Maglev);
     }
     let e = err("services:\n  s:\n    deploy:\n      labels: [\"a=1\", \"a=2\"]\n");
     assert!(e.message.contains("twice"), "{e}");
@@ -247,15 +247,15 @@ services:
   label_only: { deploy: { labels: [shoal.health=http:/up] } }
 "#);
     assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
-    assert_eq!(service(&stack, "off").health.check, Check::None);
-    assert_eq!(service(&stack, "none").health.check, Check::None);
+    assert_eq!(service(&stack, "off").health.check, Probe::None);
+    assert_eq!(service(&stack, "none").health.check, Probe::None);
     let t = &service(&stack, "timed").health;
     assert_eq!(
         (t.check.clone(), t.interval_ms, t.timeout_ms, t.fall),
-        (Check::Tcp, 90_000, 1500, 5)
+        (Probe::Tcp, 90_000, 1500, 5)
     );
     let l = &service(&stack, "label_only").health;
-    assert_eq!(l.check, Check::Http { path: "/up".into() });
+    assert_eq!(l.check, Probe::Http { path: "/up".into() });
     assert_eq!(l.interval_ms, HealthCheck::default().interval_ms);
 }
 
@@ -274,10 +274,10 @@ services:
     let a = service(&stack, "a");
     assert_eq!(
         (a.replicas, a.policy, a.command.len()),
-        (5, PolicyKind::RoundRobin, 1)
+        (5, Policy::RoundRobin, 1)
     );
     let b = service(&stack, "b");
-    assert_eq!((b.replicas, b.policy), (2, PolicyKind::P2c));
+    assert_eq!((b.replicas, b.policy), (2, Policy::P2c));
 }
 
 #[test]
@@ -294,6 +294,6 @@ fn the_module_doc_example_parses() {
     let stack = ok(&doc);
     assert!(stack.warnings.is_empty(), "{:?}", stack.warnings);
     assert_eq!(stack.services.len(), 2);
-    assert_eq!(service(&stack, "web").policy, PolicyKind::LeastConn);
+    assert_eq!(service(&stack, "web").policy, Policy::LeastConn);
     assert!(stack.networks[0].encrypted);
 }

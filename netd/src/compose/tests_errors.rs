@@ -1,7 +1,7 @@
 //! Errors (with their positions) and warnings (with their paths).
 
-use shoal_lb::health::Check;
-use shoal_lb::PolicyKind;
+use crate::model::Policy;
+use crate::model::Probe;
 
 use super::tests::{err, ok, service};
 
@@ -32,7 +32,7 @@ fn a_bad_policy_is_an_error_at_its_line_and_column() {
     let e = err(text);
     assert_eq!((e.line, e.column), (Some(5), Some(26)));
     assert_eq!(e.path, r#"services.web.deploy.labels["shoal.lb.policy"]"#);
-    for name in PolicyKind::ALL {
+    for name in Policy::ALL {
         assert!(e.message.contains(name.name()), "{e}");
     }
     let shown = e.to_string();
@@ -178,7 +178,7 @@ networks:
     }
     assert_eq!(stack.warnings.len(), want.len(), "{:#?}", stack.warnings);
     let web = service(&stack, "web");
-    assert_eq!(web.health.check, Check::Tcp);
+    assert_eq!(web.health.check, Probe::Tcp);
     assert_eq!(web.labels["shoal.lb.polcy"], "p2c");
 }
 

@@ -22,6 +22,7 @@
 //! - [`stack`]: deploy and remove stacks (labelled groups of networks and
 //!   services).
 //! - [`gc`]: claims a crash left without an owner, removed at start.
+//! - [`schema`]: the store's schema version, marked and checked at start.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,7 @@ mod claims;
 pub mod error;
 pub mod gc;
 pub mod network;
+pub mod schema;
 pub mod service;
 pub mod stack;
 mod subnets;

@@ -20,7 +20,9 @@ use shoal_lb::proxy::ProxySettings;
 use shoal_lb::{Backend, PoolConfig};
 
 use super::Local;
-use crate::model::{ClientAddress, EndpointMode, EndpointState, PortMode, Service, Snapshot};
+use crate::model::{
+    ClientAddress, EndpointMode, EndpointState, Policy, PortMode, Probe, Service, Snapshot,
+};
 
 /// Where a listener's sockets live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +74,7 @@ fn listener(
     ListenerConfig {
         name,
         listen,
-        pool: PoolConfig::new(backends, svc.policy),
+        pool: PoolConfig::new(backends, policy(svc.policy)),
         proxy: ProxySettings {
             send_proxy_v2: svc.client_address == ClientAddress::ProxyV2,
             ..ProxySettings::default()
@@ -131,6 +133,31 @@ pub fn listeners(s: &Snapshot, local: &Local) -> Vec<PlacedListener> {
     out
 }
 
+/// The lb policy of a stored one.
+pub fn policy(p: Policy) -> shoal_lb::PolicyKind {
+    use shoal_lb::PolicyKind as K;
+    match p {
+        Policy::RoundRobin => K::RoundRobin,
+        Policy::Weighted => K::Weighted,
+        Policy::LeastConn => K::LeastConn,
+        Policy::Random => K::Random,
+        Policy::P2c => K::P2c,
+        Policy::PeakEwma => K::PeakEwma,
+        Policy::Maglev => K::Maglev,
+        Policy::RingHash => K::RingHash,
+    }
+}
+
+/// The lb health check of a stored probe.
+pub fn check(p: &Probe) -> shoal_lb::health::Check {
+    use shoal_lb::health::Check;
+    match p {
+        Probe::None => Check::None,
+        Probe::Tcp => Check::Tcp,
+        Probe::Http { path } => Check::Http { path: path.clone() },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{local, snapshot};
@@ -146,6 +173,10 @@ mod tests {
         assert_eq!(vip.place, Place::Sandbox("front".into()));
         assert_eq!(vip.config.listen.to_string(), "10.77.0.200:8000");
         assert_eq!(vip.config.pool.policy, PolicyKind::LeastConn);
+        // Every stored policy maps to the lb policy of the same name.
+        for p in Policy::ALL {
+            assert_eq!(super::policy(p).name(), p.name());
+        }
         let b: Vec<_> = vip
             .config
             .pool

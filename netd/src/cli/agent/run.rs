@@ -139,6 +139,16 @@ pub(super) async fn run(
     let Some((store, memory)) = open_store(a, &mut stop.clone()).await else {
         return Ended::Stopped(1);
     };
+    match crate::ops::schema::ensure(store.as_ref()).await {
+        Ok(_) => {}
+        Err(crate::ops::OpError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "cannot read the store's schema mark now; going on")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use this store");
+            return Ended::Stopped(1);
+        }
+    }
     if memory.is_some() {
         // Nothing else writes the embedded store before the API serves.
         match crate::ops::gc::collect_garbage(store.as_ref()).await {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal_lb::PolicyKind;
+use crate::model::Policy;
 
 use crate::model::{Port, PortMode, Service};
 use crate::spec::NetworkSpec;
@@ -43,7 +43,7 @@ fn svc(name: &str, networks: &[&str], published: &[u16]) -> Service {
             })
             .collect(),
         endpoint_mode: Default::default(),
-        policy: PolicyKind::RoundRobin,
+        policy: Policy::RoundRobin,
         health: Default::default(),
         client_address: Default::default(),
         replicas: 0,

@@ -9,18 +9,31 @@
 //! - `node/<name>`: a [`Node`] (on the node's lease);
 //! - `ep/<network>/<name>`: an [`Endpoint`] (on its node's lease).
 //!
+//! - `schema`: the schema version of all of the above ([`SCHEMA`]).
+//!
 //! Values that do not decode (written by a newer or broken client) are
 //! skipped with a warning; they never stop a node.
+//!
+//! The stored shapes are netd's own: nothing here derives its JSON from
+//! another crate's types (the balancing choices are [`choices`]), so only a
+//! change in this module changes what every node reads.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
-use shoal_lb::health::Check;
-use shoal_lb::PolicyKind;
 
 use crate::store::{Entry, Revision};
+
+pub mod choices;
+
+pub use choices::{Policy, Probe};
+
+/// The version of the stored shapes this netd writes and reads. A store
+/// marked with a higher one was written by a newer netd: an agent refuses
+/// to start on it rather than misread it.
+pub const SCHEMA: u32 = 1;
 
 /// Names of networks, services, nodes and endpoints: `[A-Za-z0-9_.-]`,
 /// 1 to 63 characters, not starting with `.` or `-`.
@@ -111,7 +124,7 @@ pub struct Port {
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// `tcp` or `http:/path` (or `none`).
-    pub check: Check,
+    pub check: Probe,
     /// Milliseconds between checks.
     #[serde(default = "default_interval_ms")]
     pub interval_ms: u64,
@@ -142,7 +155,7 @@ fn default_fall() -> u32 {
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
-            check: Check::None,
+            check: Probe::None,
             interval_ms: default_interval_ms(),
             timeout_ms: default_timeout_ms(),
             rise: default_rise(),
@@ -167,7 +180,7 @@ pub struct Service {
     pub endpoint_mode: EndpointMode,
     /// The balancing policy.
     #[serde(default = "default_policy")]
-    pub policy: PolicyKind,
+    pub policy: Policy,
     /// The health check of its replicas.
     #[serde(default)]
     pub health: HealthCheck,
@@ -187,8 +200,8 @@ pub struct Service {
     pub labels: BTreeMap<String, String>,
 }
 
-fn default_policy() -> PolicyKind {
-    PolicyKind::RoundRobin
+fn default_policy() -> Policy {
+    Policy::RoundRobin
 }
 
 /// A node of the cluster.
@@ -255,6 +268,8 @@ impl Endpoint {
 
 /// The key of each kind.
 pub mod keys {
+    /// The schema version of the store.
+    pub const SCHEMA: &str = "schema";
     /// `net/<name>`.
     pub fn network(name: &str) -> String {
         format!("net/{name}")
@@ -394,6 +409,39 @@ impl Snapshot {
 mod tests {
     use super::*;
 
+    /// Records saved from the store of the netd before the stored shapes
+    /// were netd's own (they embedded shoal-lb's types) read back, and
+    /// write back the same JSON.
+    #[test]
+    fn records_of_the_saved_store_read_and_write_back_unchanged() {
+        let saved: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/store-json-v0.json")).unwrap();
+        let mut seen = 0;
+        for e in saved["entries"].as_array().unwrap() {
+            let key = e["key"].as_str().unwrap();
+            let bytes: Vec<u8> = e["value"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+                .collect();
+            let original: serde_json::Value = match serde_json::from_slice(&bytes) {
+                Ok(v) => v,
+                Err(_) => continue, // a plain-text claim, not a record
+            };
+            let again = match key.split('/').next().unwrap() {
+                "svc" => serde_json::to_value(serde_json::from_slice::<Service>(&bytes).unwrap()),
+                "net" => serde_json::to_value(serde_json::from_slice::<Network>(&bytes).unwrap()),
+                "node" => serde_json::to_value(serde_json::from_slice::<Node>(&bytes).unwrap()),
+                _ => continue,
+            }
+            .unwrap();
+            assert_eq!(again, original, "{key}");
+            seen += 1;
+        }
+        assert!(seen >= 5, "the fixture's records: {seen}");
+    }
+
     fn entry(key: &str, value: &str, rev: Revision) -> Entry {
         Entry {
             key: key.into(),
@@ -445,8 +493,8 @@ mod tests {
         let mut s = Snapshot::from_entries(&entries, 8);
         assert_eq!(s.networks["front"].vni, 4096);
         let web = &s.services["web"];
-        assert_eq!(web.policy, PolicyKind::LeastConn);
-        assert_eq!(web.health.check, Check::Tcp);
+        assert_eq!(web.policy, Policy::LeastConn);
+        assert_eq!(web.health.check, Probe::Tcp);
         assert_eq!(web.health.fall, 2);
         assert_eq!(
             s.services.len(),
