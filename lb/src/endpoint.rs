@@ -40,6 +40,8 @@ pub struct Endpoint {
     ewma: Mutex<PeakEwma>,
     /// HTTP responses and latency (HTTP mode).
     pub http: crate::http::stats::BackendHttpStats,
+    /// Woken when the last open connection ends ([`Endpoint::wait_idle`]).
+    idle: tokio::sync::Notify,
 }
 
 /// Passive-health bookkeeping of one endpoint.
@@ -75,6 +77,7 @@ impl Endpoint {
             slow_start_since: Mutex::new(None),
             ewma: Mutex::new(PeakEwma::new(DEFAULT_RTT)),
             http: Default::default(),
+            idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -101,6 +104,21 @@ impl Endpoint {
     /// Connections open now.
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed).max(0) as u64
+    }
+
+    /// Returns once no connection to this backend is open: at once if
+    /// none is, else when the last one ends (told by its guard, not
+    /// polled). A connection opened meanwhile keeps it waiting.
+    pub async fn wait_idle(&self) {
+        loop {
+            let ended = self.idle.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            ended.await;
+        }
     }
 
     /// Connections ever handed to this backend.
@@ -221,7 +239,9 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.endpoint.active.fetch_sub(1, Relaxed);
+        if self.endpoint.active.fetch_sub(1, Relaxed) == 1 {
+            self.endpoint.idle.notify_waiters();
+        }
     }
 }
 
@@ -279,6 +299,26 @@ mod tests {
         Arc::new(Endpoint::new(
             &Backend::new("127.0.0.1:1".parse().unwrap()).with_weight(weight),
         ))
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_when_the_last_connection_ends() {
+        let e = ep(1);
+        e.wait_idle().await; // nothing open: at once
+        let (g1, g2) = (e.open(), e.open());
+        let waiter = tokio::spawn({
+            let e = Arc::clone(&e);
+            async move { e.wait_idle().await }
+        });
+        tokio::task::yield_now().await;
+        drop(g1);
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one connection is still open");
+        drop(g2);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last guard")
+            .unwrap();
     }
 
     #[test]

@@ -33,19 +33,41 @@ fn open_to(
     lb: &std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>,
     ip: std::net::Ipv4Addr,
 ) -> u64 {
-    let Some(rt) = lb.get() else { return 0 };
+    endpoints_at(lb, ip).iter().map(|e| e.active()).sum()
+}
+
+/// Every balancer endpoint at address `ip`, across listeners.
+fn endpoints_at(
+    lb: &std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>,
+    ip: std::net::Ipv4Addr,
+) -> Vec<Arc<shoal_lb::endpoint::Endpoint>> {
+    let Some(rt) = lb.get() else {
+        return Vec::new();
+    };
     rt.listeners()
         .iter()
-        .map(|l| {
+        .flat_map(|l| {
             l.pool()
                 .endpoints()
                 .iter()
                 .filter(|e| e.addr().ip() == std::net::IpAddr::V4(ip))
-                .map(|e| e.active())
-                .sum::<u64>()
+                .cloned()
+                .collect::<Vec<_>>()
         })
-        .sum()
+        .collect()
 }
+
+/// Returns once the balancers have no connection or request open to `ip`:
+/// woken by each endpoint's last connection ending, never polled.
+async fn all_closed(
+    lb: &std::sync::OnceLock<Arc<shoal_lb::runtime::Runtime>>,
+    ip: std::net::Ipv4Addr,
+) {
+    while let Some(busy) = endpoints_at(lb, ip).into_iter().find(|e| e.active() > 0) {
+        busy.wait_idle().await;
+    }
+}
+
 /// How soon a failed reconcile is tried again without a new change.
 pub const RETRY: Duration = Duration::from_secs(2);
 
@@ -281,10 +303,7 @@ impl Loop {
                 let (store, lease, rev) =
                     (Arc::clone(&self.store), self.owned.lease(), snap.revision);
                 tokio::spawn(async move {
-                    let started = tokio::time::Instant::now();
-                    while open_to(&lb, ip) > 0 && started.elapsed() < IN_FLIGHT_GRACE {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
+                    let _ = tokio::time::timeout(IN_FLIGHT_GRACE, all_closed(&lb, ip)).await;
                     for _ in 0..3 {
                         match store.put(&key, rev.to_string().into_bytes(), lease).await {
                             Ok(_) => return,
