@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-scripts/deps.sh etcd-server etcd-client
+scripts/deps.sh etcd-server
 cargo build --release --locked -q -p shoal-netd --bin netd --example api_writes
 netd=target/release/netd
 load=target/release/examples/api_writes
@@ -60,7 +60,7 @@ start_agent() { # NAME IP STORE
   done
   echo "agent $1 did not start; its log:" >&2; cat "$work/$1.log" >&2; exit 1
 }
-for _ in $(seq 100); do etcdctl --endpoints "127.0.0.1:$port" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
 start_agent emb 198.18.7.1 embedded
 start_agent etcd 198.18.7.2 "etcd://127.0.0.1:$port"
 for s in emb etcd; do SHOAL_API=unix://$work/$s.sock "$netd" network create front --subnet 10.70.0.0/16 >/dev/null; done
