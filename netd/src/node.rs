@@ -38,13 +38,51 @@ use crate::translate::{self, Local};
 pub enum ReconcileError {
     /// The overlay could not be applied.
     #[error("overlay: {0}")]
-    Overlay(String),
-    /// DNS could not be updated or served.
+    Overlay(#[source] shoal_overlay::Error),
+    /// The thread of a blocking step ended without an answer.
+    #[error("{step}: its thread ended: {source}")]
+    Worker {
+        /// The step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A namespace's socket worker could not be started.
+    #[error("namespace {netns}: {source}")]
+    Namespace {
+        /// The namespace.
+        netns: String,
+        /// Why.
+        #[source]
+        source: Box<NamespaceError>,
+    },
+    /// DNS refused the record set.
     #[error("dns: {0}")]
-    Dns(String),
-    /// The balancer could not be configured.
+    Records(#[source] shoal_dns::RecordError),
+    /// A network's DNS server could not be started.
+    #[error("dns of network {network}: {source}")]
+    DnsServer {
+        /// The network.
+        network: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The balancer refused its configuration.
     #[error("balancer: {0}")]
-    Lb(String),
+    Lb(#[source] shoal_lb::runtime::RuntimeError),
+}
+
+/// Why a namespace's socket worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Enter(#[from] shoal_overlay::Error),
+    /// The namespace's identity could not be read from inside.
+    #[error("read its identity: {0}")]
+    Identity(#[from] io::Error),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -168,7 +206,7 @@ impl NodeRuntime {
         &mut self,
         netns: &str,
         source: Option<IpAddr>,
-    ) -> Result<(Arc<NetnsSockets>, NsId), String> {
+    ) -> Result<(Arc<NetnsSockets>, NsId), ReconcileError> {
         if let Some((w, ns)) = self.workers.get(&(netns.to_string(), source)) {
             match netns_id(netns) {
                 Some(now) if now != *ns => {
@@ -177,10 +215,14 @@ impl NodeRuntime {
                 _ => return Ok((Arc::clone(w), *ns)),
             }
         }
-        let w = Arc::new(NetnsSockets::new(netns, source).map_err(|e| e.to_string())?);
+        let failed = |source: NamespaceError| ReconcileError::Namespace {
+            netns: netns.to_string(),
+            source: Box::new(source),
+        };
+        let w = Arc::new(NetnsSockets::new(netns, source).map_err(|e| failed(e.into()))?);
         let ns = w
             .run(handover::current_netns)
-            .map_err(|e| format!("namespace {netns}: {e}"))?;
+            .map_err(|e| failed(e.into()))?;
         self.workers
             .insert((netns.to_string(), source), (Arc::clone(&w), ns));
         Ok((w, ns))
@@ -230,22 +272,24 @@ impl NodeRuntime {
             shoal_overlay::Overlay::new(config)
                 .and_then(|o| o.apply())
                 .map(|_| ())
-                .map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| ReconcileError::Overlay(e.to_string()))?
+        .map_err(|source| ReconcileError::Worker {
+            step: "overlay",
+            source,
+        })?
         .map_err(ReconcileError::Overlay)?;
 
         // 2. DNS: new records, a server per network on its gateway.
         self.dns
             .update(&translate::dns::record_set(snap))
-            .map_err(|e| ReconcileError::Dns(e.to_string()))?;
+            .map_err(ReconcileError::Records)?;
         for net in snap.networks.values() {
             if net.encrypted {
                 continue;
             }
             let sandbox = self.names.sandbox(&net.name);
-            let (w, ns) = self.worker(&sandbox, None).map_err(ReconcileError::Dns)?;
+            let (w, ns) = self.worker(&sandbox, None)?;
             let serving = lock(&self.dns_servers).get(&net.name).map(|s| s.netns);
             if serving == Some(ns) {
                 continue;
@@ -256,9 +300,12 @@ impl NodeRuntime {
                 let _ = s.server.shutdown().await;
             }
             let addr = SocketAddr::new(IpAddr::V4(net.gateway), 53);
-            let served = self
-                .serve_dns(&net.name, &w, ns, addr)
-                .map_err(|e| ReconcileError::Dns(format!("network {}: {e}", net.name)))?;
+            let served = self.serve_dns(&net.name, &w, ns, addr).map_err(|source| {
+                ReconcileError::DnsServer {
+                    network: net.name.clone(),
+                    source,
+                }
+            })?;
             lock(&self.dns_servers).insert(net.name.clone(), served);
         }
         let gone: Vec<Served> = {
@@ -287,13 +334,12 @@ impl NodeRuntime {
                 .and_then(|n| n.lb_addresses.get(&net))
                 .map(|a| IpAddr::V4(*a));
             let sandbox = self.names.sandbox(&net);
-            let (outbound, sandbox_ns) =
-                self.worker(&sandbox, source).map_err(ReconcileError::Lb)?;
+            let (outbound, sandbox_ns) = self.worker(&sandbox, source)?;
             let (listen, listen_ns) = match listen_ns {
                 None => (Arc::clone(&outbound), sandbox_ns),
                 Some(host) => {
                     let host_ns = host.unwrap_or_else(|| "/proc/self/ns/net".to_string());
-                    self.worker(&host_ns, None).map_err(ReconcileError::Lb)?
+                    self.worker(&host_ns, None)?
                 }
             };
             let s = Placed {
@@ -328,7 +374,7 @@ impl NodeRuntime {
                     config.listeners.retain(|l| l.name != name);
                     self.incomplete = true;
                 }
-                Err(e) => return Err(ReconcileError::Lb(e.to_string())),
+                Err(e) => return Err(ReconcileError::Lb(e)),
             }
         }
 
