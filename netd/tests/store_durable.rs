@@ -85,9 +85,15 @@ async fn a_store_json_of_an_older_agent_is_carried_over_once() {
     drop(s);
 
     // Opened again: from the database, the old file not read again even
-    // if it came back.
+    // if it came back, and kept aside rather than lost.
     std::fs::copy(FIXTURE, dir.0.join("store.json")).unwrap();
     let s = EmbeddedStore::open(&dir.0).unwrap();
+    assert!(!dir.0.join("store.json").exists());
+    let kept = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .any(|n| n.starts_with("store.json.not-imported."));
+    assert!(kept, "the file not imported is kept aside");
     let (now, rev) = contents(s.as_ref()).await;
     assert_eq!(rev, revision + 1);
     assert_eq!(now.len(), want.len() + 1);

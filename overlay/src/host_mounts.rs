@@ -11,8 +11,9 @@
 //! That namespace is found by mount propagation, not by PID 1 (whose
 //! namespaces may be closed to us, as in some sandboxes): the mount holding
 //! /run/netns says `master:N` in /proc/self/mountinfo, and the namespace to
-//! join is one where a mount says `shared:N` without a master of its own.
-//! Any process found there serves as the handle.
+//! join is one whose mount at the same place is a member of peer group `N`
+//! (`shared:N`; it may be a slave of another group itself, as in a
+//! container). Any process found there serves as the handle.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -48,7 +49,7 @@ pub enum HostMountsError {
 /// move a multi-threaded process to another mount namespace.
 pub fn join_host_mounts() -> Result<bool, HostMountsError> {
     let mine = read_mountinfo("self")?;
-    let Some(group) = master_of(&mine) else {
+    let Some((point, group)) = master_of(&mine) else {
         return Ok(false);
     };
     let own = mnt_id("self").map_err(Error::io("read /proc/self/ns/mnt"))?;
@@ -62,7 +63,7 @@ pub fn join_host_mounts() -> Result<bool, HostMountsError> {
         let Ok(info) = read_mountinfo(&pid) else {
             continue;
         };
-        if !holds_group(&info, group) {
+        if !holds_group(&info, group, &point) {
             continue;
         }
         match enter(&pid) {
@@ -73,11 +74,11 @@ pub fn join_host_mounts() -> Result<bool, HostMountsError> {
     Err(HostMountsError::Unjoinable(last_error))
 }
 
-/// The peer group the mount holding /run/netns receives from, if it is a
-/// slave: the `master:N` tag of the last (topmost) mount whose mount point
-/// is /run/netns or one of its parents, the longest such.
-fn master_of(mountinfo: &str) -> Option<u64> {
-    let mut best: Option<(usize, Option<u64>)> = None;
+/// The mount point holding /run/netns and the peer group it receives
+/// from, if it is a slave: the `master:N` tag of the last (topmost) mount
+/// whose mount point is /run/netns or one of its parents, the longest such.
+fn master_of(mountinfo: &str) -> Option<(String, u64)> {
+    let mut best: Option<(String, Option<u64>)> = None;
     for line in mountinfo.lines() {
         let Some((point, tags)) = parse_line(line) else {
             continue;
@@ -87,20 +88,21 @@ fn master_of(mountinfo: &str) -> Option<u64> {
             || NETNS_DIR
                 .strip_prefix(point.as_str())
                 .is_some_and(|rest| rest.starts_with('/'));
-        if covers && best.is_none_or(|(len, _)| point.len() >= len) {
-            best = Some((point.len(), tag(&tags, "master:")));
+        if covers && best.as_ref().is_none_or(|(p, _)| point.len() >= p.len()) {
+            let master = tag(&tags, "master:");
+            best = Some((point, master));
         }
     }
-    best.and_then(|(_, master)| master)
+    best.and_then(|(point, master)| Some((point, master?)))
 }
 
-/// True if a mount in `mountinfo` is a member of peer group `group` and no
-/// slave itself: the namespace a slave of `group` receives from.
-fn holds_group(mountinfo: &str, group: u64) -> bool {
+/// True if the mount at `point` in `mountinfo` is a member of peer group
+/// `group`: mounts made under it reach that group's slaves.
+fn holds_group(mountinfo: &str, group: u64, point: &str) -> bool {
     mountinfo
         .lines()
         .filter_map(parse_line)
-        .any(|(_, tags)| tag(&tags, "shared:") == Some(group) && tag(&tags, "master:").is_none())
+        .any(|(p, tags)| p == point && tag(&tags, "shared:") == Some(group))
 }
 
 /// A mountinfo line's mount point (octal escapes undone) and its optional
@@ -196,17 +198,22 @@ mod tests {
 
     #[test]
     fn a_slave_copy_names_its_master_and_the_host_has_none() {
-        assert_eq!(master_of(EXEC), Some(1));
+        assert_eq!(master_of(EXEC), Some(("/run/netns".into(), 1)));
         assert_eq!(master_of(HOST), None);
         // /run holds /run/netns; /runx does not.
-        assert_eq!(master_of(SYSTEMD_EXEC), Some(12));
+        assert_eq!(master_of(SYSTEMD_EXEC), Some(("/run".into(), 12)));
     }
 
     #[test]
-    fn the_namespace_to_join_holds_the_group_as_a_master() {
-        assert!(holds_group(HOST, 1));
-        assert!(!holds_group(HOST, 7));
-        assert!(!holds_group(EXEC, 1));
+    fn the_namespace_to_join_holds_the_group_at_the_same_place() {
+        assert!(holds_group(HOST, 1, "/run/netns"));
+        assert!(!holds_group(HOST, 7, "/run/netns"));
+        assert!(!holds_group(HOST, 1, "/elsewhere"));
+        assert!(!holds_group(EXEC, 1, "/run/netns"));
+        // A member of the group that is itself a slave (a container's
+        // mounts) is still where the mounts must be made.
+        let nested = "45 27 254:0 /run/netns /run/netns rw shared:1 master:9 - ext4 /dev/vda rw";
+        assert!(holds_group(nested, 1, "/run/netns"));
     }
 
     #[test]

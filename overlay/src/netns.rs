@@ -82,6 +82,9 @@ pub enum Entry {
     /// creating the file and mounting onto it leaves, or what a mount made
     /// in another mount namespace looks like from here.
     Stale,
+    /// Something that cannot be looked at (permissions, a loop): neither
+    /// trusted nor removed.
+    Unreadable,
 }
 
 /// What `path` holds now.
@@ -90,9 +93,14 @@ pub fn entry(path: &Path) -> Entry {
         Ok(fs) if fs.filesystem_type() == NSFS_MAGIC => Entry::Namespace,
         Ok(_) => Entry::Stale,
         Err(nix::errno::Errno::ENOENT) => Entry::Missing,
-        Err(_) => Entry::Stale,
+        Err(_) => Entry::Unreadable,
     }
 }
+
+/// How old a file with nothing mounted must be before [`list`] takes it
+/// for a leftover: [`create`] makes the file a moment before it mounts
+/// onto it, and a listing must not take that moment for a crash.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// True if `ns` (a name under /run/netns or a path) is a namespace. A
 /// file under /run/netns with nothing mounted on it is none.
@@ -105,9 +113,9 @@ pub fn exists(ns: &str) -> bool {
 
 /// The namespaces under /run/netns whose names start with `prefix`,
 /// sorted. A file there with that prefix and no namespace mounted on it is
-/// left by a crash: it is removed (logged at warn) and not listed, so the
-/// caller makes the namespace again if it still wants it. Only call this
-/// with a prefix no other process creates names under.
+/// not listed (so the caller makes the namespace again if it still wants
+/// it; [`create`] replaces the file); one older than [`STALE_AFTER`] is a
+/// crash's leftover and is removed (logged at warn).
 pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
     let dir = match std::fs::read_dir(NETNS_DIR) {
         Ok(d) => d,
@@ -118,18 +126,27 @@ pub fn list(prefix: &str) -> Result<Vec<String>, Error> {
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| n.starts_with(prefix))
-        .filter(|n| !remove_if_stale(n))
+        .filter(|n| !remove_if_stale(n, STALE_AFTER))
         .collect();
     out.sort();
     Ok(out)
 }
 
 /// Removes /run/netns/NAME if it is a file with no namespace mounted on
-/// it, logging at warn; true if it was one (removed or not).
-fn remove_if_stale(name: &str) -> bool {
+/// it, at least `min_age` old, logging at warn; true if it is such a file
+/// (removed, too young, or not removable).
+fn remove_if_stale(name: &str, min_age: std::time::Duration) -> bool {
     let path = Path::new(NETNS_DIR).join(name);
     if entry(&path) != Entry::Stale {
         return false;
+    }
+    let age = std::fs::symlink_metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default();
+    if age < min_age {
+        return true;
     }
     let _ = umount2(&path, MntFlags::MNT_DETACH);
     match std::fs::remove_file(&path) {
@@ -155,7 +172,7 @@ pub fn create(name: &str) -> Result<(), Error> {
     prepare_dir()?;
     let path = Path::new(NETNS_DIR).join(name);
     let what = format!("ip netns add {name}");
-    remove_if_stale(name);
+    remove_if_stale(name, std::time::Duration::ZERO);
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

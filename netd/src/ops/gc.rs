@@ -22,6 +22,22 @@ use super::{list_json, subnets, OpError};
 /// Removes every claim no stored network or service owns; returns a line
 /// per claim removed.
 pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> {
+    // An object that does not decode still owns its claims: with one, the
+    // owners are not known, so nothing is collected.
+    for prefix in ["net/", "svc/"] {
+        let (raw, _) = store.range(prefix).await?;
+        let decoded = match prefix {
+            "net/" => list_json::<Network>(store, prefix).await?.len(),
+            _ => list_json::<Service>(store, prefix).await?.len(),
+        };
+        if decoded != raw.len() {
+            return Err(OpError::Internal(format!(
+                "{} of the {} entries under `{prefix}` do not decode; collecting no claims",
+                raw.len() - decoded,
+                raw.len()
+            )));
+        }
+    }
     let nets = claims::networks(store).await?;
     let svcs: BTreeMap<String, Service> = list_json::<Service>(store, "svc/")
         .await?
@@ -40,8 +56,9 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
     for e in vnis {
         let owner = String::from_utf8_lossy(&e.value).into_owned();
         let vni: Option<u32> = e.key.rsplit('/').next().and_then(|v| v.parse().ok());
-        if nets.get(&owner).is_none_or(|n| Some(n.vni) != vni) {
-            store.delete_if(&e.key, e.mod_revision).await?;
+        if nets.get(&owner).is_none_or(|n| Some(n.vni) != vni)
+            && store.delete_if(&e.key, e.mod_revision).await?
+        {
             removed.push(format!("{} held for network `{owner}`", e.key));
         }
     }
@@ -53,8 +70,7 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
             .get(&owner)
             .zip(port)
             .is_some_and(|(s, p)| published(s).contains(&p));
-        if !owned {
-            store.delete_if(&e.key, e.mod_revision).await?;
+        if !owned && store.delete_if(&e.key, e.mod_revision).await? {
             removed.push(format!("{} held for service `{owner}`", e.key));
         }
     }
@@ -66,8 +82,9 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
             continue;
         };
         let Some(network) = nets.get(net) else {
-            store.delete_if(&e.key, e.mod_revision).await?;
-            removed.push(format!("{} of network `{net}`, which is gone", e.key));
+            if store.delete_if(&e.key, e.mod_revision).await? {
+                removed.push(format!("{} of network `{net}`, which is gone", e.key));
+            }
             continue;
         };
         let value = String::from_utf8_lossy(&e.value);
@@ -75,8 +92,9 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
             continue;
         };
         let addr: Option<Ipv4Addr> = e.key.rsplit('/').next().and_then(|a| a.parse().ok());
-        if svcs.get(svc).is_none_or(|s| vip_of(s, network) != addr) {
-            store.delete_if(&e.key, e.mod_revision).await?;
+        if svcs.get(svc).is_none_or(|s| vip_of(s, network) != addr)
+            && store.delete_if(&e.key, e.mod_revision).await?
+        {
             removed.push(format!("VIP {} held for service `{svc}`", e.key));
         }
     }
@@ -89,4 +107,54 @@ fn vip_of(svc: &Service, net: &Network) -> Option<Ipv4Addr> {
         return None;
     }
     svc.networks.get(&net.name).copied().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::network::create_network;
+    use crate::store::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn claims_without_an_owner_go_and_the_rest_stay() {
+        let s = EmbeddedStore::ephemeral();
+        let spec = serde_json::from_value(serde_json::json!({
+            "name": "front", "subnet": "10.77.0.0/24"
+        }))
+        .unwrap();
+        let front = create_network(s.as_ref(), spec).await.unwrap();
+        // What creates and removes cut short by a crash leave.
+        s.put("alloc/vni/9999", b"ghost".to_vec(), 0).await.unwrap();
+        s.put("alloc/port/8080", b"nosvc".to_vec(), 0)
+            .await
+            .unwrap();
+        s.put("ipam/ghost/block/10.9.0.0", b"n1".to_vec(), 0)
+            .await
+            .unwrap();
+        s.put(
+            "ipam/front/addr/10.77.0.0/10.77.0.9",
+            b"cluster-vips/vip:nosvc".to_vec(),
+            0,
+        )
+        .await
+        .unwrap();
+        let before = s.range("").await.unwrap().0.len();
+        let removed = collect_garbage(s.as_ref()).await.unwrap();
+        assert_eq!(removed.len(), 4, "{removed:?}");
+        let (left, _) = s.range("").await.unwrap();
+        assert_eq!(left.len(), before - 4);
+        let vni = format!("alloc/vni/{}", front.vni);
+        assert!(
+            left.iter().any(|e| e.key == vni),
+            "the network's own VNI stays"
+        );
+        assert!(collect_garbage(s.as_ref()).await.unwrap().is_empty());
+
+        // An object that does not decode still owns its claims: nothing goes.
+        s.put("net/odd", b"{not json".to_vec(), 0).await.unwrap();
+        s.put("alloc/vni/9998", b"odd".to_vec(), 0).await.unwrap();
+        let e = collect_garbage(s.as_ref()).await.unwrap_err().to_string();
+        assert!(e.contains("do not decode"), "{e}");
+        assert_eq!(s.range("alloc/vni/9998").await.unwrap().0.len(), 1);
+    }
 }

@@ -151,7 +151,12 @@ async fn fixture(claims: &[(u32, &str)]) -> Fixture {
         recorded.insert(name, task);
         children.push(child);
     }
-    tasks.restore(recorded).await;
+    tasks
+        .restore(crate::tasks::Recorded {
+            tasks: recorded,
+            whole: true,
+        })
+        .await;
     Fixture {
         store,
         owned,

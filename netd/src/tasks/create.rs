@@ -49,7 +49,15 @@ impl Tasks {
         }
         let name = task.name.clone();
         self.lock().insert(name.clone(), task.clone());
-        self.persist();
+        if let Err(e) = self.persist() {
+            // A task the record lacks would be a stranger to the next agent.
+            self.lock().remove(&name);
+            self.detach(&task).await;
+            let _ = ipam.release(self.inner.store.as_ref(), task.ip).await;
+            return Err(OpError::Internal(format!(
+                "cannot record task `{name}` in tasks.json: {e}"
+            )));
+        }
         if task.slot.is_none() {
             let me = self.clone();
             tokio::spawn(async move {

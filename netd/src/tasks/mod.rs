@@ -142,6 +142,16 @@ struct Inner {
     ops: tokio::sync::Mutex<()>,
 }
 
+/// The tasks an earlier agent recorded ([`Tasks::load`]).
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// By name.
+    pub tasks: BTreeMap<String, Task>,
+    /// Whether the record was read whole (or there was none): only then
+    /// may what no recorded task names be removed as a crash's leftover.
+    pub whole: bool,
+}
+
 /// This node's tasks (cheap to clone).
 #[derive(Clone)]
 pub struct Tasks {

@@ -45,7 +45,7 @@ impl Tasks {
             t.command = command;
             t.clone()
         };
-        self.persist();
+        let _ = self.persist();
         self.watch(task.clone());
         Ok(task)
     }

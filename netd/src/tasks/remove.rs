@@ -35,7 +35,7 @@ impl Tasks {
         if self.lock().remove(name).is_none() {
             return false;
         }
-        self.persist();
+        let _ = self.persist();
         // The task is over once its process is: what it left running in its
         // namespace (children, a shell's pipeline) goes with it, as in a
         // container, rather than living on and holding the namespace.

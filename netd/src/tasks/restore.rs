@@ -5,28 +5,41 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{read_json, Ending, Task, Tasks};
+use super::{read_json, Ending, Recorded, Task, Tasks};
 use crate::container;
 use crate::model::{keys, Endpoint, EndpointState};
 
 impl Tasks {
-    /// The tasks recorded under `dir` by an earlier agent, and the
-    /// container map they imply (for the agent's first reconcile).
-    pub fn load(dir: &Path) -> BTreeMap<String, Task> {
+    /// The tasks recorded under `dir` by an earlier agent (none if there
+    /// is no record). A record that cannot be read or decoded gives none
+    /// and says so: its tasks are then left alone, not swept.
+    pub fn load(dir: &Path) -> Recorded {
         let path = dir.join("tasks.json");
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(file = %path.display(), error = %e, "tasks file unreadable; starting with none");
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
+        let read = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                serde_json::from_slice::<BTreeMap<String, Task>>(&b).map_err(|e| e.to_string())
+            });
+        match read {
+            Ok(tasks) => Recorded { tasks, whole: true },
+            Err(_) if !path.exists() => Recorded {
+                tasks: BTreeMap::new(),
+                whole: true,
+            },
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "tasks file unreadable; starting with none, and leaving alone the namespaces and addresses of tasks it may have named");
+                Recorded {
+                    tasks: BTreeMap::new(),
+                    whole: false,
+                }
+            }
         }
     }
 
     /// Rewrites `tasks.json` from the registry (a temporary file, synced,
     /// then a rename, synced), one writer at a time: after a crash or a
     /// power cut the file is the old one or the new one, never half of one.
-    pub(super) fn persist(&self) {
+    pub(super) fn persist(&self) -> std::io::Result<()> {
         let _one = self
             .inner
             .recording
@@ -38,18 +51,19 @@ impl Tasks {
         let body = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
         let result = std::fs::create_dir_all(&self.inner.dir)
             .and_then(|_| write_durably(&tmp, &path, &body));
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::error!(file = %path.display(), error = %e, "cannot record tasks");
         }
+        result
     }
 
     /// Takes back the tasks an earlier agent recorded: those whose process
     /// still runs are adopted as they are (their endpoint keeps its state);
     /// the others are cleaned up, and so is what a create cut short left
     /// (`sweep`).
-    pub async fn restore(&self, recorded: BTreeMap<String, Task>) {
+    pub async fn restore(&self, recorded: Recorded) {
         let store = self.inner.store.as_ref();
-        for (name, task) in recorded {
+        for (name, task) in recorded.tasks {
             let running = task.pid.is_some_and(|p| {
                 container::alive(p) && container::start_time(p) == task.start_time
             });
@@ -84,8 +98,12 @@ impl Tasks {
             tracing::info!(task = %name, pid = ?task.pid, "task taken back");
             self.watch(task);
         }
-        self.persist();
-        self.sweep().await;
+        let recorded_now = self.persist().is_ok();
+        // Only with a whole record can a namespace or address that no task
+        // names be told from a task's that the record lost.
+        if recorded.whole && recorded_now {
+            self.sweep().await;
+        }
     }
 }
 

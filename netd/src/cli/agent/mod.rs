@@ -136,6 +136,13 @@ pub fn main(cli: &Cli, a: &AgentArgs) -> i32 {
         );
         return 2;
     }
+    if a.node_name == crate::alloc::VIP_OWNER {
+        eprintln!(
+            "netd agent: --node-name `{}` is reserved (the owner of service VIPs in the store)",
+            a.node_name
+        );
+        return 2;
+    }
     if a.lease_ttl < Duration::from_secs(1) {
         eprintln!("netd agent: --lease-ttl must be at least 1s");
         return 2;

@@ -165,7 +165,7 @@ pub(super) async fn run(
         node: a.node_name.clone(),
         netns: a.netns.clone(),
         underlay: a.advertise,
-        containers: containers_of(&recorded),
+        containers: containers_of(&recorded.tasks),
     };
     let node = Node {
         name: a.node_name.clone(),

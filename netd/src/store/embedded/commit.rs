@@ -5,9 +5,10 @@
 //! ticket is durable, so concurrent writes share an fsync instead of
 //! queueing for one each.
 //!
-//! If the disk refuses a commit, the store stops taking writes (they fail
-//! with the reason) and serves reads from memory; a restart reads back what
-//! was durable.
+//! If the disk refuses a commit, the store stops: writes fail with the
+//! reason, and so do reads (what memory holds is no longer what the disk
+//! holds), as with a store that cannot be reached: nodes keep forwarding on
+//! their last snapshot. A restart reads back what was durable.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -137,7 +138,22 @@ impl Drop for Committer {
     }
 }
 
+/// Marks the store failed if the commit thread ends by a panic, so no
+/// writer or reader waits for it for ever.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0
+                .durable
+                .send_modify(|d| d.failed = Some("the commit thread panicked".into()));
+        }
+    }
+}
+
 fn run(mut disk: Disk, shared: &Shared, state: &Mutex<State>) {
+    let _guard = PanicGuard(shared);
     loop {
         let (changes, revision, next_lease, ticket) = {
             let mut q = lock(&shared.queue);

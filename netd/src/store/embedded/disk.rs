@@ -10,7 +10,9 @@
 //!
 //! An older agent kept the store in `store.json`; [`Disk::open`] carries
 //! it into a new database once, in one transaction, then renames it
-//! `store.json.migrated`.
+//! `store.json.migrated`. A `store.json` found beside a database already
+//! in use is not imported: it is renamed `store.json.not-imported.<time>`
+//! with a warning.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -178,7 +180,19 @@ impl Disk {
                 .map_err(|e| files(&self.path)(e.to_string()))?;
             carried = Some(saved.entries.len());
         }
-        let done = dir.join(format!("{JSON_FILE}.migrated"));
+        let done = match carried {
+            Some(_) => dir.join(format!("{JSON_FILE}.migrated")),
+            None => {
+                // Carried over before, or written by an older agent run
+                // here since: either way not what the database holds.
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let kept = dir.join(format!("{JSON_FILE}.not-imported.{secs}"));
+                tracing::warn!(file = %json.display(), kept = %kept.display(), "store.json beside a store.db that is in use: not imported (an older agent ran here after the migration?); kept aside");
+                kept
+            }
+        };
         std::fs::rename(&json, &done)
             .and_then(|()| std::fs::File::open(dir)?.sync_all())
             .map_err(|e| files(&json)(format!("rename to {}: {e}", done.display())))?;

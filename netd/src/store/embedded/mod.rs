@@ -60,7 +60,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl EmbeddedStore {
     /// A store that keeps nothing on disk (tests, throwaway nodes).
     pub fn ephemeral() -> Arc<EmbeddedStore> {
-        Self::start(State::default(), None)
+        Self::start(Arc::new(Mutex::new(State::default())), None)
     }
 
     /// Opens (or creates) the store under `dir`, carrying an older agent's
@@ -103,18 +103,19 @@ impl EmbeddedStore {
             }
             state.data.insert(e.key.clone(), e);
         }
-        Ok(Self::start(state, Some(disk)))
+        let path = disk.path().display().to_string();
+        let state = Arc::new(Mutex::new(state));
+        // Without its commit thread the store would acknowledge writes it
+        // never records: refuse to open instead.
+        let committer =
+            Committer::start(disk, Arc::clone(&state)).map_err(|e| StoreError::Files {
+                path,
+                why: format!("cannot start the commit thread: {e}"),
+            })?;
+        Ok(Self::start(state, Some(committer)))
     }
 
-    fn start(state: State, disk: Option<Disk>) -> Arc<EmbeddedStore> {
-        let state = Arc::new(Mutex::new(state));
-        let committer = disk.and_then(|d| match Committer::start(d, Arc::clone(&state)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the store's commit thread");
-                None
-            }
-        });
+    fn start(state: Arc<Mutex<State>>, committer: Option<Committer>) -> Arc<EmbeddedStore> {
         let store = Arc::new(EmbeddedStore {
             state,
             committer,
