@@ -4,7 +4,8 @@
 //! pool keeps the same one for as long as its address stays configured.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct Endpoint {
     pub http: crate::http::stats::BackendHttpStats,
     /// Woken when the last open connection ends ([`Endpoint::wait_idle`]).
     idle: tokio::sync::Notify,
+    /// Set once anyone waits on `idle`: until then closing a connection
+    /// costs no lock.
+    idle_watched: AtomicBool,
 }
 
 /// Passive-health bookkeeping of one endpoint.
@@ -78,6 +82,7 @@ impl Endpoint {
             ewma: Mutex::new(PeakEwma::new(DEFAULT_RTT)),
             http: Default::default(),
             idle: tokio::sync::Notify::new(),
+            idle_watched: AtomicBool::new(false),
         }
     }
 
@@ -110,11 +115,14 @@ impl Endpoint {
     /// none is, else when the last one ends (told by its guard, not
     /// polled). A connection opened meanwhile keeps it waiting.
     pub async fn wait_idle(&self) {
+        // SeqCst here and in the guard: either the guard sees the flag, or
+        // this sees the guard's decrement.
+        self.idle_watched.store(true, SeqCst);
         loop {
             let ended = self.idle.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            if self.active() == 0 {
+            if self.active.load(SeqCst) <= 0 {
                 return;
             }
             ended.await;
@@ -239,7 +247,8 @@ impl ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.endpoint.active.fetch_sub(1, Relaxed) == 1 {
+        let was = self.endpoint.active.fetch_sub(1, SeqCst);
+        if was == 1 && self.endpoint.idle_watched.load(SeqCst) {
             self.endpoint.idle.notify_waiters();
         }
     }

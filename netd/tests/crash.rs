@@ -16,7 +16,7 @@ use ipnet::Ipv4Net;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::{http_exchange, wait_for, Agent, Bare, NODE_IP};
+use support::{http_exchange, wait_for, AgentNode};
 
 const KILLS: usize = 200;
 
@@ -449,10 +449,9 @@ fn verify(socket: &Path, state: &Path, node: &str, m: &mut Model, round: usize) 
 
 #[test]
 fn acknowledged_changes_survive_200_kills_at_random_moments() {
-    let t = Bare::make();
+    let mut t = AgentNode::start();
     let node = t.node.clone();
-    let mut agent = Agent::start(&node, NODE_IP, &t.dir, &[]);
-    let socket = agent.socket();
+    let socket = t.agent.socket();
     let seed: u64 = std::env::var("SHOAL_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -474,7 +473,7 @@ fn acknowledged_changes_survive_200_kills_at_random_moments() {
             std::thread::spawn(move || run_ops(socket, ops, tx))
         };
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..120)));
-        agent.kill_and_start();
+        t.agent.kill_and_start();
         client.join().unwrap();
         let results: Vec<(Op, Outcome)> = rx.try_iter().collect();
         done += results
@@ -486,7 +485,7 @@ fn acknowledged_changes_survive_200_kills_at_random_moments() {
             .filter(|(_, o)| matches!(o, Outcome::Unknown))
             .count();
         record(&mut m, results);
-        verify(&socket, &agent.state, &node, &mut m, round);
+        verify(&socket, &t.agent.state, &node, &mut m, round);
     }
     println!("{KILLS} kills: {done} changes acknowledged, {unknown} in flight at a kill");
     assert!(done > KILLS, "too few changes got through: {done}");
@@ -494,5 +493,4 @@ fn acknowledged_changes_survive_200_kills_at_random_moments() {
         unknown > KILLS / 4,
         "too few kills hit a change in flight: {unknown}"
     );
-    let _ = agent.proc.stop(Duration::from_secs(10));
 }

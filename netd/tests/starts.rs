@@ -14,21 +14,9 @@ use std::time::Duration;
 
 use shoal_overlay::netns::{self, Entry};
 use shoal_tests::Proc;
-use support::{http_replica, replicas_seen, wait_for, Agent, Bare, NETD};
+use support::{http_replica, replicas_seen, wait_for, Agent, AgentNode, Bare, NETD};
 
 use support::NODE_IP;
-
-/// Stops the agent first when dropped (it writes its state until it stops).
-struct Running(Agent);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let (_, err) = self.0.proc.stop(Duration::from_secs(10));
-        if std::thread::panicking() {
-            eprintln!("agent log:\n{err}");
-        }
-    }
-}
 
 fn ask(ns: &str, name: &str) -> (u8, Vec<Ipv4Addr>) {
     shoal_tests::dns::query_a(ns, "10.77.0.1:53".parse().unwrap(), name)
@@ -91,30 +79,31 @@ fn assert_all_mounted(t: &Bare) {
 fn an_agent_started_with_ip_netns_exec_serves_and_so_does_the_next() {
     let t = Bare::make();
     let launcher = ["ip", "netns", "exec", t.node.as_str()];
-    let mut a = Running(Agent::start_under(&launcher, &t.node, NODE_IP, &t.dir, &[]));
-    create_web(&a.0);
-    let _r1 = http_replica(&a.0, &t.dir, "front", "web", "web.1");
+    let agent = Agent::start_under(&launcher, &t.node, NODE_IP, &t.dir, &[]);
+    let mut t = AgentNode::on(t, agent);
+    create_web(&t.agent);
+    let _r1 = http_replica(&t.agent, &t.dir, "front", "web", "web.1");
     // A `netd run` from a mount namespace of its own too.
     let r2_dir = t.dir.join("web.2");
     std::fs::create_dir_all(&r2_dir).unwrap();
     std::fs::write(r2_dir.join("id"), "web.2").unwrap();
     let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &t.node, NETD, "--api", &a.0.api, "run"])
+    cmd.args(["netns", "exec", &t.node, NETD, "--api", &t.agent.api, "run"])
         .args(["--network", "front", "--service", "web", "--name", "web.2"])
         .args(["--", "python3", "-m", "http.server", "8000"])
         .current_dir(&r2_dir);
     let _r2 = Proc::from_command(cmd, "ip netns exec netd run web.2");
-    a.0.wait_healthy("web", 2);
-    let _client = a.0.sleeper(&t.dir, "front", "client");
-    assert_serves(&t, &a.0, "client", &["web.1", "web.2"]);
+    t.agent.wait_healthy("web", 2);
+    let _client = t.agent.sleeper(&t.dir, "front", "client");
+    assert_serves(&t, &t.agent, "client", &["web.1", "web.2"]);
     assert_all_mounted(&t);
 
     // The next agent, started the same way, takes over what this one made.
-    a.0.restart();
-    a.0.wait_healthy("web", 2);
-    let _r3 = http_replica(&a.0, &t.dir, "front", "web", "web.3");
-    a.0.wait_healthy("web", 3);
-    assert_serves(&t, &a.0, "client", &["web.1", "web.2", "web.3"]);
+    t.agent.restart();
+    t.agent.wait_healthy("web", 2);
+    let _r3 = http_replica(&t.agent, &t.dir, "front", "web", "web.3");
+    t.agent.wait_healthy("web", 3);
+    assert_serves(&t, &t.agent, "client", &["web.1", "web.2", "web.3"]);
     assert_all_mounted(&t);
 }
 
@@ -133,25 +122,25 @@ fn namespace_files_with_nothing_mounted_are_replaced_not_fatal() {
             Entry::Stale
         );
     }
-    let a = Running(Agent::start(&t.node, NODE_IP, &t.dir, &[]));
-    create_web(&a.0);
-    let _r1 = http_replica(&a.0, &t.dir, "front", "web", "web.1");
-    a.0.wait_healthy("web", 1);
-    let _client = a.0.sleeper(&t.dir, "front", "client");
-    assert_serves(&t, &a.0, "client", &["web.1"]);
+    let agent = Agent::start(&t.node, NODE_IP, &t.dir, &[]);
+    let t = AgentNode::on(t, agent);
+    create_web(&t.agent);
+    let _r1 = http_replica(&t.agent, &t.dir, "front", "web", "web.1");
+    t.agent.wait_healthy("web", 1);
+    let _client = t.agent.sleeper(&t.dir, "front", "client");
+    assert_serves(&t, &t.agent, "client", &["web.1"]);
     assert_all_mounted(&t);
 }
 
 #[test]
 fn an_agent_killed_while_serving_leaves_nothing_that_breaks_the_next() {
-    let t = Bare::make();
-    let mut a = Running(Agent::start(&t.node, NODE_IP, &t.dir, &[]));
-    create_web(&a.0);
-    let _r1 = http_replica(&a.0, &t.dir, "front", "web", "web.1");
-    a.0.wait_healthy("web", 1);
-    let _client = a.0.sleeper(&t.dir, "front", "client");
-    assert_serves(&t, &a.0, "client", &["web.1"]);
-    let state = a.0.state.clone();
+    let mut t = AgentNode::start();
+    create_web(&t.agent);
+    let _r1 = http_replica(&t.agent, &t.dir, "front", "web", "web.1");
+    t.agent.wait_healthy("web", 1);
+    let _client = t.agent.sleeper(&t.dir, "front", "client");
+    assert_serves(&t, &t.agent, "client", &["web.1"]);
+    let state = t.agent.state.clone();
     for file in ["agent.lock", "tasks.json"] {
         assert!(state.join(file).exists(), "{file} before the kill");
     }
@@ -160,10 +149,10 @@ fn an_agent_killed_while_serving_leaves_nothing_that_breaks_the_next() {
     // listener, the lock file (its flock died with the process), the task
     // records, and a half-written temporary file beside them.
     std::fs::write(state.join("tasks.json.tmp"), b"{\"web.9\": {\"netw").unwrap();
-    a.0.kill_and_start();
-    a.0.wait_healthy("web", 1);
-    assert_serves(&t, &a.0, "client", &["web.1"]);
-    let _r2 = http_replica(&a.0, &t.dir, "front", "web", "web.2");
-    a.0.wait_healthy("web", 2);
-    assert_serves(&t, &a.0, "client", &["web.1", "web.2"]);
+    t.agent.kill_and_start();
+    t.agent.wait_healthy("web", 1);
+    assert_serves(&t, &t.agent, "client", &["web.1"]);
+    let _r2 = http_replica(&t.agent, &t.dir, "front", "web", "web.2");
+    t.agent.wait_healthy("web", 2);
+    assert_serves(&t, &t.agent, "client", &["web.1", "web.2"]);
 }

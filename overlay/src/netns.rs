@@ -148,8 +148,7 @@ fn remove_if_stale(name: &str, min_age: std::time::Duration) -> bool {
     if age < min_age {
         return true;
     }
-    let _ = umount2(&path, MntFlags::MNT_DETACH);
-    match std::fs::remove_file(&path) {
+    match delete(name) {
         Ok(()) => tracing::warn!(
             path = %path.display(),
             "removed a namespace file with no namespace mounted on it (left by a crash, or mounted in another mount namespace)"

@@ -85,7 +85,7 @@ pub(crate) fn published(svc: &Service) -> BTreeSet<u16> {
 }
 
 /// The VIPs of `svc` by network (none in dnsrr mode).
-fn vips(svc: &Service) -> BTreeSet<(String, Ipv4Addr)> {
+pub(crate) fn vips(svc: &Service) -> BTreeSet<(String, Ipv4Addr)> {
     if svc.endpoint_mode != EndpointMode::Vip {
         return BTreeSet::new();
     }

@@ -13,37 +13,21 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use crate::alloc::VIP_OWNER;
-use crate::model::{EndpointMode, Network, Service};
+use crate::model::{Network, Service};
 use crate::store::Store;
 
 use super::claims::{self, published};
-use super::{list_json, subnets, OpError};
+use super::{subnets, OpError};
 
 /// Removes every claim no stored network or service owns; returns a line
 /// per claim removed.
 pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> {
     // An object that does not decode still owns its claims: with one, the
     // owners are not known, so nothing is collected.
-    for prefix in ["net/", "svc/"] {
-        let (raw, _) = store.range(prefix).await?;
-        let decoded = match prefix {
-            "net/" => list_json::<Network>(store, prefix).await?.len(),
-            _ => list_json::<Service>(store, prefix).await?.len(),
-        };
-        if decoded != raw.len() {
-            return Err(OpError::Internal(format!(
-                "{} of the {} entries under `{prefix}` do not decode; collecting no claims",
-                raw.len() - decoded,
-                raw.len()
-            )));
-        }
-    }
-    let nets = claims::networks(store).await?;
-    let svcs: BTreeMap<String, Service> = list_json::<Service>(store, "svc/")
-        .await?
-        .into_iter()
-        .map(|(_, s)| (s.name.clone(), s))
-        .collect();
+    let nets: BTreeMap<String, Network> =
+        owners(store, "net/", |n: &Network| n.name.clone()).await?;
+    let svcs: BTreeMap<String, Service> =
+        owners(store, "svc/", |s: &Service| s.name.clone()).await?;
     let mut removed = Vec::new();
 
     for (name, subnet) in subnets::reserved(store).await? {
@@ -81,18 +65,22 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
         let (Some(_), Some(net)) = (parts.next(), parts.next()) else {
             continue;
         };
-        let Some(network) = nets.get(net) else {
+        if !nets.contains_key(net) {
             if store.delete_if(&e.key, e.mod_revision).await? {
                 removed.push(format!("{} of network `{net}`, which is gone", e.key));
             }
             continue;
-        };
+        }
         let value = String::from_utf8_lossy(&e.value);
         let Some(svc) = value.strip_prefix(&vip_prefix) else {
             continue;
         };
         let addr: Option<Ipv4Addr> = e.key.rsplit('/').next().and_then(|a| a.parse().ok());
-        if svcs.get(svc).is_none_or(|s| vip_of(s, network) != addr)
+        let held = addr.map(|a| (net.to_string(), a));
+        if svcs
+            .get(svc)
+            .zip(held)
+            .is_none_or(|(s, held)| !claims::vips(s).contains(&held))
             && store.delete_if(&e.key, e.mod_revision).await?
         {
             removed.push(format!("VIP {} held for service `{svc}`", e.key));
@@ -101,12 +89,29 @@ pub async fn collect_garbage(store: &dyn Store) -> Result<Vec<String>, OpError> 
     Ok(removed)
 }
 
-/// The VIP `svc` has on `net`, if any.
-fn vip_of(svc: &Service, net: &Network) -> Option<Ipv4Addr> {
-    if svc.endpoint_mode != EndpointMode::Vip {
-        return None;
+/// The objects under `prefix` by name. One that does not decode still
+/// owns its claims, and its name is unknown: then nothing may be collected.
+async fn owners<T: serde::de::DeserializeOwned>(
+    store: &dyn Store,
+    prefix: &str,
+    name: impl Fn(&T) -> String,
+) -> Result<BTreeMap<String, T>, OpError> {
+    let (raw, _) = store.range(prefix).await?;
+    let mut out = BTreeMap::new();
+    for e in &raw {
+        match serde_json::from_slice::<T>(&e.value) {
+            Ok(v) => {
+                out.insert(name(&v), v);
+            }
+            Err(err) => {
+                return Err(OpError::Internal(format!(
+                    "`{}` does not decode ({err}); collecting no claims",
+                    e.key
+                )))
+            }
+        }
     }
-    svc.networks.get(&net.name).copied().flatten()
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -154,7 +159,7 @@ mod tests {
         s.put("net/odd", b"{not json".to_vec(), 0).await.unwrap();
         s.put("alloc/vni/9998", b"odd".to_vec(), 0).await.unwrap();
         let e = collect_garbage(s.as_ref()).await.unwrap_err().to_string();
-        assert!(e.contains("do not decode"), "{e}");
+        assert!(e.contains("`net/odd` does not decode"), "{e}");
         assert_eq!(s.range("alloc/vni/9998").await.unwrap().0.len(), 1);
     }
 }

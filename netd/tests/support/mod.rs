@@ -266,21 +266,25 @@ impl Bare {
 
 impl Drop for Bare {
     fn drop(&mut self) {
+        // Then the namespaces, as `lab` drops.
         let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.lab;
     }
 }
 
-/// The lab, a temp dir and one agent on node `n1` (198.18.0.1).
+/// The lab, a temp dir and one agent on node `n1` (198.18.0.1); the
+/// lab's fields (`node`, `dir`, `lab`, `task_ns`) are reached through it.
 pub struct AgentNode {
     /// The agent.
     pub agent: Agent,
-    /// The node's namespace.
-    pub node: String,
-    /// Temp files.
-    pub dir: PathBuf,
-    /// Removes the namespaces (keep last so it drops after the agent).
-    pub lab: Lab,
+    /// The lab and temp dir (dropped after the agent has stopped).
+    base: Bare,
+}
+
+impl std::ops::Deref for AgentNode {
+    type Target = Bare;
+    fn deref(&self) -> &Bare {
+        &self.base
+    }
 }
 
 impl AgentNode {
@@ -292,24 +296,16 @@ impl AgentNode {
     /// Starts it with the agent flags `extra` returns, given the temp dir
     /// (made already, e.g. to write a token file into).
     pub fn start_with(extra: impl FnOnce(&Path) -> Vec<String>) -> AgentNode {
-        let mut lab = Lab::new();
-        let node = lab.node("n1", Ipv4Addr::new(198, 18, 0, 1)).name;
-        let dir = std::env::temp_dir().join(format!("netd-test-{}", lab.prefix()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let extra = extra(&dir);
+        let base = Bare::make();
+        let extra = extra(&base.dir);
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let agent = Agent::start(&node, Ipv4Addr::new(198, 18, 0, 1), &dir, &extra);
-        AgentNode {
-            agent,
-            node,
-            dir,
-            lab,
-        }
+        let agent = Agent::start(&base.node, NODE_IP, &base.dir, &extra);
+        AgentNode::on(base, agent)
     }
 
-    /// The namespace of task `name` on this node.
-    pub fn task_ns(&self, name: &str) -> String {
-        format!("shoal-t.{}.{name}", self.node)
+    /// `agent`, started by the caller on `base`'s node.
+    pub fn on(base: Bare, agent: Agent) -> AgentNode {
+        AgentNode { agent, base }
     }
 }
 
@@ -320,7 +316,6 @@ impl Drop for AgentNode {
         if std::thread::panicking() {
             eprintln!("agent log:\n{err}");
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

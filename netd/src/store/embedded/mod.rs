@@ -35,8 +35,6 @@ use self::disk::Disk;
 use self::state::{Lease, State};
 use super::{Entry, LeaseId, Revision, Store, StoreError, Watch};
 
-pub use self::state::HISTORY;
-
 /// The embedded store.
 pub struct EmbeddedStore {
     state: Arc<Mutex<State>>,
